@@ -1,0 +1,1 @@
+"""Shared library of the PRM pipeline: records, I/O, steps, grading, models, configs, the CLI."""

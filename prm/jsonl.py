@@ -1,0 +1,205 @@
+"""JSON Lines input and output.
+
+Reading validates every line against a record type. By default the first bad line raises `InputError`
+(file, line, field); with `on_error="skip"` bad lines are written with their reason to a side file and
+counted instead. Writing appends whole lines only: a line is built in memory and written with one call,
+and when a file is reopened to resume, a torn last line (a kill mid-write) is cut off and the ids already
+present are skipped, so a rerun after a crash neither duplicates nor loses a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from prm.errors import InputError
+from prm.records import Record, RecordError, guess_record_type, record_id
+
+R = TypeVar("R", bound=Record)
+
+
+@dataclass
+class ReadReport:
+    """What a lenient read saw: how many lines were good, and each bad one with its reason."""
+
+    good: int = 0
+    errors: list[InputError] = field(default_factory=list)
+
+
+def _parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
+    """Decode one line; None for a blank line. Raises InputError on bad UTF-8 or bad JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, lineno, None, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(data, dict):
+        raise InputError(path, lineno, None, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes without the newline) for each line of a file."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            yield lineno, raw.rstrip(b"\r\n")
+
+
+def iter_records(
+    path: str | Path,
+    record_type: type[R] | None,
+    on_error: Literal["raise", "skip"] = "raise",
+    report: ReadReport | None = None,
+) -> Iterator[R]:
+    """Yield validated records. `record_type=None` guesses the type from each line's keys."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(path, None, None, "no such file")
+    for lineno, raw in iter_lines(path):
+        try:
+            data = _parse_line(path, lineno, raw)
+            if data is None:
+                continue
+            cls = record_type or guess_record_type(data)
+            try:
+                record = cls.from_dict(data)
+            except RecordError as exc:
+                raise InputError(path, lineno, exc.field, exc.message) from None
+        except InputError as exc:
+            if on_error == "raise":
+                raise
+            if report is not None:
+                report.errors.append(exc)
+            continue
+        if report is not None:
+            report.good += 1
+        yield record  # type: ignore[misc]
+
+
+def load_records(
+    path: str | Path,
+    record_type: type[R],
+    on_error: Literal["raise", "skip"] = "raise",
+    rejects_path: str | Path | None = None,
+) -> list[R]:
+    """Read a whole file before a stage writes anything, so bad input never leaves partial output.
+
+    With on_error="skip", every bad line goes to `rejects_path` (default: `<path>.rejects.jsonl`) as
+    `{"line": N, "field": ..., "error": ..., "raw": ...}`.
+    """
+    report = ReadReport()
+    records = list(iter_records(path, record_type, on_error=on_error, report=report))
+    if on_error == "skip" and report.errors:
+        rejects = Path(rejects_path or f"{path}.rejects.jsonl")
+        raw_lines = dict(iter_lines(path))
+        rows = [
+            {
+                "line": err.line,
+                "field": err.field,
+                "error": err.message,
+                "raw": raw_lines.get(err.line or 0, b"").decode("utf-8", errors="replace"),
+            }
+            for err in report.errors
+        ]
+        write_atomic(rejects, rows)
+        print(f"skipped {len(rows)} bad line(s) of {path}; reasons in {rejects}")
+    return records
+
+
+def validate_file(path: str | Path, record_type: type[Record] | None = None) -> ReadReport:
+    """Check every line; returns all errors rather than stopping at the first."""
+    report = ReadReport()
+    for _ in iter_records(path, record_type, on_error="skip", report=report):
+        pass
+    return report
+
+
+def dumps(record: Record | dict[str, Any]) -> str:
+    data = record.to_dict() if isinstance(record, Record) else record
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_atomic(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> None:
+    """Write a whole file at once: a temporary file renamed over the target, never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class JsonlWriter:
+    """Append-only, resumable JSONL output.
+
+    `resume=True` keeps an existing file: a torn last line is truncated away and the ids already written are
+    in `self.done`, so callers skip them. `resume=False` starts the file afresh. Every record is one
+    `write` of a complete line, flushed (and fsynced every `sync_every` lines) so a kill loses at most the
+    line in flight, which the next resume cuts off.
+    """
+
+    def __init__(self, path: str | Path, resume: bool = True, sync_every: int = 1):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        self.sync_every = sync_every
+        self._since_sync = 0
+        if resume and self.path.exists():
+            self._repair_and_scan()
+        elif self.path.exists():
+            self.path.unlink()
+        self._fh = open(self.path, "ab")
+
+    def _repair_and_scan(self) -> None:
+        good_bytes = 0
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # torn line from a kill mid-write
+                try:
+                    data = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    break
+                good_bytes += len(raw)
+                rid = record_id(data) if isinstance(data, dict) else None
+                if rid is not None:
+                    self.done.add(rid)
+        if good_bytes != self.path.stat().st_size:
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good_bytes)
+
+    def write(self, record: Record | dict[str, Any]) -> None:
+        line = (dumps(record) + "\n").encode("utf-8")
+        self._fh.write(line)
+        self._fh.flush()
+        self._since_sync += 1
+        if self._since_sync >= self.sync_every:
+            os.fsync(self._fh.fileno())
+            self._since_sync = 0
+        rid = record_id(record)
+        if rid is not None:
+            self.done.add(rid)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
