@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
 
     import data_synthesis.cli
+    import eval.cli
+    import train.cli
 
     data_synthesis.cli.add_commands(sub, data_sub)
+    train.cli.add_commands(sub)
+    eval.cli.add_commands(sub)
     return parser
 
 

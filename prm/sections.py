@@ -1,0 +1,12 @@
+"""Which config dataclass reads which top-level section of a configs/*.yaml file.
+
+Imported lazily (stage modules import torch), used by `prm run` and by the test that loads every config.
+"""
+
+from __future__ import annotations
+
+
+def section_classes() -> dict[str, type]:
+    """Section name -> config dataclass. Each stage adds its own line here."""
+    classes: dict[str, type] = {}
+    return classes

@@ -1,0 +1,30 @@
+"""Shared fixtures: the real SmolLM2 tokenizer and tiny random models built over it (seconds, offline)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No hub at test time; wandb never phones home.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's real tokenizer (converted once into the cache on first use)."""
+    from prm.models import EMBEDDED_MODEL, load_tokenizer
+
+    return load_tokenizer(EMBEDDED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> str:
+    """A folder holding a tiny random causal LM (2 layers, hidden 64) and the real tokenizer."""
+    from prm.models import save_tiny_causal_lm
+
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
