@@ -1,0 +1,157 @@
+"""Records validate field by field; JSONL reading reports file:line:field; writing never tears a line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prm.errors import InputError
+from prm.jsonl import JsonlWriter, load_records, validate_file, write_atomic
+from prm.records import (
+    BonItem,
+    Problem,
+    RecordError,
+    Solution,
+    StepErrorItem,
+    TrainingExample,
+    guess_record_type,
+)
+
+GOOD_SOLUTION = {
+    "id": "p1-s0", "problem_id": "p1", "problem": "1+1?", "answer": "2", "steps": ["1+1=2", "So 2."],
+    "final_answer": "2", "correct": True, "generator": "test",
+}
+
+
+def bad_file(tmp_path: Path) -> Path:
+    """One good line, then a missing field, a wrong type, an empty step list, bad JSON, bad UTF-8."""
+    lines = [
+        json.dumps(GOOD_SOLUTION).encode(),
+        json.dumps({k: v for k, v in GOOD_SOLUTION.items() if k != "answer"}).encode(),
+        json.dumps({**GOOD_SOLUTION, "correct": "yes"}).encode(),
+        json.dumps({**GOOD_SOLUTION, "steps": []}).encode(),
+        b'{"id": "p1-s4", "steps": [',
+        b'{"id": "p1-s5", "problem": "caf\xe9"}',
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_round_trip_keeps_unknown_fields_and_annotations():
+    data = {**GOOD_SOLUTION, "mc": {"values": [1.0, None], "first_error": -1, "rollouts": 8, "tokens": 100},
+            "judge": {"first_error": 1, "votes": [1, None], "parsed": True, "raw": ["a", "b"]},
+            "step_scores": [0.9, 0.1]}
+    sol = Solution.from_dict(data)
+    assert sol.mc is not None and sol.mc.values == [1.0, None]
+    assert sol.extra == {"step_scores": [0.9, 0.1]}
+    assert sol.to_dict() == data
+
+
+@pytest.mark.parametrize(
+    ("record", "cls", "field", "message"),
+    [
+        ({**GOOD_SOLUTION, "steps": ["a", 3]}, Solution, "steps[1]", "expected string"),
+        ({**GOOD_SOLUTION, "mc": {"values": [1.0], "first_error": -1, "rollouts": 1, "tokens": 1}}, Solution,
+         "mc.values", "1 values for 2 steps"),
+        ({**GOOD_SOLUTION, "judge": {"first_error": 5, "votes": [], "parsed": True, "raw": ""}}, Solution,
+         "judge.first_error", "step index"),
+        ({"prompt": "q", "completions": ["a", "b"], "labels": [True]}, TrainingExample, "labels", "1 labels"),
+        ({"prompt": "q", "completions": ["a"], "labels": [1]}, TrainingExample, "labels[0]", "expected boolean"),
+        ({"id": "x", "generator": "g", "problem": "p", "steps": ["a"], "final_answer_correct": False,
+          "label": -2}, StepErrorItem, "label", "must be -1"),
+        ({"problem_id": "p", "problem": "q", "answer": "1", "candidates": [{"steps": [], "final_answer": None,
+          "correct": False}]}, BonItem, "candidates[0].steps", "empty step list"),
+        ({"id": 3, "problem": "q", "answer": "1", "source": "s"}, Problem, "id", "expected string"),
+    ],
+)
+def test_validation_names_the_field(record, cls, field, message):
+    with pytest.raises(RecordError) as info:
+        cls.from_dict(record)
+    assert info.value.field == field
+    assert message in info.value.message
+
+
+def test_training_example_first_error():
+    ex = TrainingExample.from_dict({"prompt": "q", "completions": ["a", "b", "c"], "labels": [True, True, False]})
+    assert ex.first_error == 2
+    assert TrainingExample.from_dict({"prompt": "q", "completions": ["a"], "labels": [True]}).first_error == -1
+
+
+def test_guess_record_type():
+    assert guess_record_type(GOOD_SOLUTION) is Solution
+    assert guess_record_type({"id": "a", "problem": "q", "answer": "1", "source": "s"}) is Problem
+    assert guess_record_type({"prompt": "q", "completions": [], "labels": []}) is TrainingExample
+
+
+def test_validate_reports_every_bad_line(tmp_path):
+    path = bad_file(tmp_path)
+    report = validate_file(path, Solution)
+    assert report.good == 1
+    where = [(e.line, e.field) for e in report.errors]
+    assert where == [(2, "answer"), (3, "correct"), (4, "steps"), (5, None), (6, None)]
+    messages = [e.describe() for e in report.errors]
+    assert messages[0] == f"{path}:2: field 'answer': missing required field"
+    assert "invalid JSON" in messages[3] and "invalid UTF-8" in messages[4]
+
+
+def test_load_stops_at_first_bad_line_or_skips_with_side_file(tmp_path):
+    path = bad_file(tmp_path)
+    with pytest.raises(InputError) as info:
+        load_records(path, Solution)
+    assert (info.value.line, info.value.field) == (2, "answer")
+    good = load_records(path, Solution, on_error="skip")
+    assert [s.id for s in good] == ["p1-s0"]
+    rejects = [json.loads(line) for line in open(f"{path}.rejects.jsonl")]
+    assert [r["line"] for r in rejects] == [2, 3, 4, 5, 6]
+    assert rejects[1]["field"] == "correct"
+
+
+def test_cli_validate_reports_each_line_and_exits_nonzero(tmp_path):
+    path = bad_file(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "prm", "data", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    for line in (2, 3, 4, 5, 6):
+        assert f"{path}:{line}:" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    good = tmp_path / "good.jsonl"
+    write_atomic(good, [Solution.from_dict(GOOD_SOLUTION)])
+    proc = subprocess.run([sys.executable, "-m", "prm", "data", "validate", str(good)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "all 1 record(s) valid" in proc.stdout
+
+
+def test_writer_resumes_after_a_torn_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlWriter(path, resume=False) as writer:
+        writer.write({"id": "a", "v": 1})
+        writer.write({"id": "b", "v": 2})
+    with open(path, "ab") as fh:  # what a kill in the middle of a write leaves behind
+        fh.write(b'{"id": "c", "v"')
+    writer = JsonlWriter(path, resume=True)
+    assert writer.done == {"a", "b"}
+    writer.write({"id": "c", "v": 3})
+    writer.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert JsonlWriter(path, resume=False).done == set()
+    assert path.read_text() == ""
+
+
+def test_write_atomic_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_atomic(path, [{"id": "a"}])
+
+    def records():
+        yield {"id": "b"}
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(path, records())
+    assert path.read_text() == '{"id":"a"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
