@@ -179,8 +179,10 @@ def load_section(cls: type[C], section: str, path: str | Path | None, overrides:
     section are ignored here, so one override list can serve a whole `prm run`.
     """
     values: dict[str, Any] = {}
+    sections = set(_KNOWN_SECTIONS)
     if path is not None:
         data = read_yaml(path)
+        sections |= set(data)
         values = data.get(section) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: section '{section}' must be a mapping")
@@ -189,7 +191,7 @@ def load_section(cls: type[C], section: str, path: str | Path | None, overrides:
     for key, value in parsed.items():
         if key == section and isinstance(value, dict):
             values = deep_merge(values, value)
-        elif key in own_keys or key not in _KNOWN_SECTIONS:
+        elif key in own_keys or key not in sections:
             values = deep_merge(values, {key: value})
     try:
         return build(cls, values, f"{section}.")
