@@ -10,6 +10,11 @@ def add_commands(sub: argparse._SubParsersAction, data_sub: argparse._SubParsers
 
     Each command module has `add_command(parser_group)`; one line per module below.
     """
+    import data_synthesis.merge
+    import data_synthesis.problems
+
+    data_synthesis.problems.add_command(data_sub)
+    data_synthesis.merge.add_command(data_sub)
     annotate = sub.add_parser("annotate", help="label each step: Monte Carlo rollouts or an LLM judge")
     annotate_sub = annotate.add_subparsers(dest="annotate_command", metavar="ANNOTATOR", required=True)
     del annotate_sub  # until an annotator registers (remove this line when adding one)

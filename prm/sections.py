@@ -8,5 +8,8 @@ from __future__ import annotations
 
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass. Each stage adds its own line here."""
+    from data_synthesis.problems import ProblemsConfig
+
     classes: dict[str, type] = {}
+    classes["problems"] = ProblemsConfig
     return classes
