@@ -2,6 +2,7 @@
 
     prm data problems --source gsm_symbolic -n 50 -o problems.jsonl
     prm data validate problems.jsonl
+    prm data convert prm800k.jsonl train.jsonl --from prm800k --to trl
     prm --help
 
 Each stage package adds its own subcommands through an `add_commands(subparsers)` function called
@@ -46,6 +47,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from prm.formats import ConvertReport, convert_file
+
+    report = ConvertReport()
+    convert_file(args.src, args.src_format, args.dst, args.dst_format, label_source=args.label_source,
+                 soft_labels=args.soft_labels, neutral_as_positive=not args.neutral_as_negative,
+                 split=args.split, on_error="skip" if args.skip_bad else "raise", report=report)
+    print(f"wrote {report.written} record(s) to {args.dst} "
+          f"({report.dropped} without a usable label dropped, {len(report.errors)} bad row(s) skipped)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation."
@@ -60,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "step_error", "bon"],
                           help="record type (auto: guessed per line from its keys)")
     validate.set_defaults(func=_cmd_validate)
+    from prm.formats import INPUT_FORMATS, LABEL_SOURCES, OUTPUT_FORMATS
+
+    convert = data_sub.add_parser("convert", help="convert between our records and TRL / ProcessBench / "
+                                                  "PRM800K / Math-Shepherd files or hub datasets")
+    convert.add_argument("src", help="a .jsonl, .json or .parquet file, or a Hugging Face dataset id")
+    convert.add_argument("dst", help="output JSONL file (written atomically)")
+    convert.add_argument("--from", dest="src_format", required=True, choices=INPUT_FORMATS)
+    convert.add_argument("--to", dest="dst_format", required=True, choices=OUTPUT_FORMATS)
+    convert.add_argument("--label-source", default="consensus", choices=LABEL_SOURCES,
+                         help="annotation that carries first_error (read from ours, written when importing)")
+    convert.add_argument("--soft-labels", action="store_true", help="TRL output: soft_labels from mc.values")
+    convert.add_argument("--neutral-as-negative", action="store_true",
+                         help="PRM800K: a 0 (neutral) rating counts as a wrong step (default: correct)")
+    convert.add_argument("--split", default="train", help="split of a hub dataset (default train)")
+    convert.add_argument("--skip-bad", action="store_true",
+                         help="skip bad rows (reasons in DST.rejects.jsonl) instead of stopping")
+    convert.set_defaults(func=_cmd_convert)
 
     import data_synthesis.cli
     import eval.cli
