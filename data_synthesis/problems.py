@@ -339,6 +339,12 @@ def hf_problems(config: ProblemsConfig) -> list[Problem]:
     """Problems from a hub dataset or a local data file, through the column mapping / preset."""
     columns = _column_map(config)
     rows, name = _load_rows(config)
+    if rows:  # a wrong mapping is a config mistake, not a bad row to skip
+        absent = {key: column for key, column in columns.items() if column not in rows[0]}
+        if absent:
+            key, column = next(iter(absent.items()))
+            raise ConfigError(f"problems.columns: {config.path} has no column '{column}' (for {key}); "
+                              f"its columns are {sorted(rows[0])}")
     indices = _pick(len(rows), config)
     problems, skipped = [], []
     for index in indices:
