@@ -4,14 +4,36 @@ A prompt is either raw text (used as is: MC rollouts continue a partly written a
 chat, a list of `{"role", "content"}` messages (the backend applies the chat template with the
 generation prompt). Backends: transformers (anywhere), vLLM (GPUs), OpenAI-compatible HTTP (a judge
 served elsewhere), and the simulated completer of the synthetic testbed.
+
+    from prm.generation import GeneratorConfig, SamplingConfig, make_generator
+    gen = make_generator(GeneratorConfig(backend="transformers", model="smollm2-135m-instruct"))
+    gen.generate([[{"role": "user", "content": "1+1?"}]], SamplingConfig(n=4, max_new_tokens=64))
+
+Seeding: every (prompt, sample index k) pair draws from its own random stream, seeded from
+`sampling.seed`, the rendered prompt text and k. The transformers backend therefore gives the same
+k-th sample of a prompt whatever else is in the batch; vLLM gets one seed per prompt (its n samples
+come from that request's stream); OpenAI-compatible servers receive the seed and honour it if they can.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Any, Literal, Protocol
 
-Prompt = Union[str, list[dict[str, str]]]
+from prm.config import option
+from prm.errors import ConfigError, PrmError
+
+Prompt = str | list[dict[str, str]]
 
 
 @dataclass
@@ -39,3 +61,548 @@ class Generator(Protocol):
     def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
         """For each prompt, `sampling.n` completions; deterministic for a fixed `sampling.seed`."""
         ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers shared by the backends
+
+
+def check_sampling(sampling: SamplingConfig) -> None:
+    """Reject sampling settings no backend can honour (ConfigError names the key)."""
+    if sampling.n < 1:
+        raise ConfigError(f"sampling n must be at least 1, got {sampling.n}")
+    if sampling.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
+    if sampling.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {sampling.temperature}")
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {sampling.top_p}")
+    for s in sampling.stop or []:
+        if not isinstance(s, str) or s == "":
+            raise ConfigError(f"stop strings must be non-empty strings, got {s!r}")
+
+
+def check_prompt(prompt: Any, index: int) -> None:
+    if isinstance(prompt, str):
+        return
+    if isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    ):
+        return
+    raise PrmError(f"prompt {index}: expected text or a non-empty list of {{'role', 'content'}} messages")
+
+
+def derive_seed(seed: int, prompt_text: str, k: int = 0) -> int:
+    """A 63-bit seed for sample k of one prompt: stable across runs, machines and batch layouts."""
+    digest = hashlib.blake2b(f"{seed}\x00{k}\x00{prompt_text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    """Cut `text` at the earliest occurrence of any stop string (the stop string itself is dropped)."""
+    if not stop:
+        return text, False
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not cuts:
+        return text, False
+    return text[: min(cuts)], True
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """A chat as the text the model reads: the tokenizer's chat template with the generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise PrmError(
+            "this model's tokenizer has no chat template: give raw-text prompts (e.g. prompt_style=text) "
+            "or use an instruct model"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: Any, text: str, chat: bool) -> list[int]:
+    """Token ids of a prompt. A rendered chat already holds its special tokens, and so does raw text
+    that starts with the BOS token; neither gets a second BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not chat and not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# transformers
+
+
+def _row_sampler_class():
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        """Samples each row from its own seeded stream and returns logits that force that token.
+
+        Generation then runs greedily over these forced logits, so the k-th sample of a prompt depends
+        only on its own seed, not on which other rows share the batch (HF sampling would draw all rows
+        from one global stream).
+        """
+
+        def __init__(self, seeds: list[int], temperature: float, top_p: float):
+            self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+            self.temperature = temperature
+            self.top_p = top_p
+
+        def __call__(self, input_ids, scores):
+            u = torch.tensor([torch.rand(1, generator=g).item() for g in self.generators], dtype=torch.float64)
+            u = u.to(scores.device).unsqueeze(1)
+            logits = scores.to(torch.float64)
+            if self.temperature <= 0:
+                token = logits.argmax(dim=-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / self.temperature, dim=-1)
+                if self.top_p < 1.0:
+                    sorted_probs, order = probs.sort(dim=-1, descending=True)
+                    before = sorted_probs.cumsum(dim=-1) - sorted_probs
+                    sorted_probs = sorted_probs * (before < self.top_p)  # the top token is always kept
+                    cdf = sorted_probs.cumsum(dim=-1)
+                    pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
+                    token = order.gather(-1, pick)
+                else:
+                    cdf = probs.cumsum(dim=-1)
+                    token = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
+            forced = torch.full_like(scores, float("-inf"))
+            forced.scatter_(1, token, 0.0)
+            return forced
+
+    return RowSampler
+
+
+def _stop_criteria_class():
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopOnStrings(StoppingCriteria):
+        """Marks a row done once its generated text (after `prompt_len`) contains a stop string."""
+
+        def __init__(self, tokenizer: Any, stop: list[str], prompt_len: int):
+            self.tokenizer = tokenizer
+            self.stop = stop
+            self.prompt_len = prompt_len
+            # A stop string of c characters spans at most c tokens (+2 for merges at its edges).
+            self.window = max(len(s) for s in stop) + 2
+
+        def __call__(self, input_ids, scores, **kwargs):
+            generated = input_ids.shape[1] - self.prompt_len
+            tail = input_ids[:, -min(self.window, generated):] if generated > 0 else input_ids[:, :0]
+            texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
+            done = [any(s in t for s in self.stop) for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopOnStrings
+
+
+class TransformersGenerator:
+    """Batched sampling with a Hugging Face causal LM, on CPU or GPU.
+
+    Prompts are expanded to one row per (prompt, sample), sorted by length so that each batch of
+    `batch_size` rows wastes little on padding, left-padded, and generated with per-row seeded sampling
+    (see `RowSampler`). `stop` strings end a row early and are cut from the text; `tokens` counts the
+    generated tokens up to and including EOS or the token that completed a stop string.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        model: Any = None,
+        tokenizer: Any = None,
+    ):
+        from prm.models import default_device, load_causal_lm, load_tokenizer
+
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.name = model_name_or_path
+        self.batch_size = batch_size
+        self.device = default_device() if device == "auto" else device
+        if tokenizer is None:
+            tokenizer = load_tokenizer(model_name_or_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        if model is None:
+            try:
+                model = load_causal_lm(model_name_or_path, dtype=dtype, device=self.device)
+            except OSError as exc:
+                raise PrmError(f"cannot load model '{model_name_or_path}': {exc}") from None
+        else:
+            model = model.to(self.device).eval()
+        self.model = model
+        eos = set()
+        for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif source:
+                eos.update(int(t) for t in source)
+        self.eos_ids = sorted(eos)
+
+    def _render(self, prompt: Prompt) -> tuple[str, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, encode_prompt(self.tokenizer, prompt, chat=False)
+        text = render_chat(self.tokenizer, prompt)
+        return text, encode_prompt(self.tokenizer, text, chat=True)
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
+        check_sampling(sampling)
+        for i, p in enumerate(prompts):
+            check_prompt(p, i)
+        rendered = [self._render(p) for p in prompts]
+        rows = [(pi, k) for pi in range(len(prompts)) for k in range(sampling.n)]
+        # Longest first: the first batch shows at once whether memory suffices.
+        rows.sort(key=lambda r: (-len(rendered[r[0]][1]), r))
+        results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            outs = self._generate_batch(
+                [rendered[pi][1] for pi, _ in batch],
+                [derive_seed(sampling.seed, rendered[pi][0], k) for pi, k in batch],
+                sampling,
+            )
+            for (pi, k), completion in zip(batch, outs, strict=True):
+                results[pi][k] = completion
+        return [[c for c in row if c is not None] for row in results]
+
+    def _generate_batch(self, ids: list[list[int]], seeds: list[int], sampling: SamplingConfig) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            if x:
+                input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+                attention[row, width - len(x):] = 1
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1,
+            pad_token_id=pad_id, eos_token_id=self.eos_ids or None,
+        )
+        processors = LogitsProcessorList([_row_sampler_class()(seeds, sampling.temperature, sampling.top_p)])
+        criteria = StoppingCriteriaList()
+        if sampling.stop:
+            criteria.append(_stop_criteria_class()(self.tokenizer, list(sampling.stop), width))
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                generation_config=config, logits_processor=processors, stopping_criteria=criteria,
+            )
+        new = out[:, width:].tolist()
+        return [self._finish(row, sampling) for row in new]
+
+    def _finish(self, tokens: list[int], sampling: SamplingConfig) -> Completion:
+        """Text, token count and finish reason of one generated row (padding after the end removed)."""
+        eos_at = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+        body = tokens if eos_at is None else tokens[:eos_at]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        cut, stopped = truncate_at_stop(text, sampling.stop)
+        if stopped:
+            # The fewest tokens whose text already holds a stop string (binary search on prefixes).
+            lo, hi = 1, len(body)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if truncate_at_stop(self.tokenizer.decode(body[:mid], skip_special_tokens=True), sampling.stop)[1]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return Completion(cut, lo, "stop")
+        if eos_at is not None:
+            return Completion(text, eos_at + 1, "stop")
+        return Completion(text, len(tokens), "length")
+
+
+# ----------------------------------------------------------------------------------------------------
+# vLLM
+
+VLLM_MISSING = "the vllm backend needs vLLM, which runs on GPUs: pip install -e .[vllm] on a GPU machine"
+
+
+class VLLMGenerator:
+    """vLLM offline engine: `n` samples per request, prefix caching, tensor parallelism.
+
+    Chat prompts are rendered to text with the tokenizer's chat template and passed as token ids (the
+    same ids the transformers backend would use, so no second BOS). Each prompt gets its own
+    `SamplingParams(n=k, seed=...)`, its seed derived from `sampling.seed` and the prompt text.
+    `engine` injects an already built `vllm.LLM` (or a stand-in object with `generate` and
+    `get_tokenizer`); `sampling_params_cls` replaces `vllm.SamplingParams` where vLLM is not installed.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        enable_prefix_caching: bool = True,
+        max_model_len: int | None = None,
+        engine: Any = None,
+        dtype: str = "auto",
+        sampling_params_cls: Callable[..., Any] | None = None,
+    ):
+        self.name = model
+        self._params_cls = sampling_params_cls
+        if engine is None:
+            try:
+                from vllm import LLM
+            except ImportError:
+                raise PrmError(VLLM_MISSING) from None
+            from prm.models import resolve_model
+
+            kwargs: dict[str, Any] = dict(
+                model=resolve_model(model), tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
+                dtype=dtype,
+            )
+            if max_model_len is not None:
+                kwargs["max_model_len"] = max_model_len
+            engine = LLM(**kwargs)
+        self.engine = engine
+        self.tokenizer = engine.get_tokenizer()
+
+    def _sampling_params(self, **kwargs: Any) -> Any:
+        cls = self._params_cls
+        if cls is None:
+            try:
+                from vllm import SamplingParams
+            except ImportError:
+                raise PrmError(VLLM_MISSING) from None
+            cls = SamplingParams
+        return cls(**kwargs)
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
+        check_sampling(sampling)
+        requests, params = [], []
+        for i, prompt in enumerate(prompts):
+            check_prompt(prompt, i)
+            chat = not isinstance(prompt, str)
+            text = render_chat(self.tokenizer, prompt) if chat else prompt  # type: ignore[arg-type]
+            requests.append({"prompt_token_ids": encode_prompt(self.tokenizer, text, chat=chat)})
+            params.append(self._sampling_params(
+                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens, seed=derive_seed(sampling.seed, text),
+                stop=list(sampling.stop) if sampling.stop else None,
+            ))
+        if not requests:
+            return []
+        outputs = self.engine.generate(requests, params, use_tqdm=False)
+        results = []
+        for request_output in outputs:
+            row = []
+            for out in sorted(request_output.outputs, key=lambda o: getattr(o, "index", 0)):
+                # vLLM already cut the text at a stop string; truncating again is a no-op safeguard.
+                text, _ = truncate_at_stop(out.text, sampling.stop)
+                reason = "length" if out.finish_reason == "length" else "stop"
+                row.append(Completion(text, len(out.token_ids), reason))
+            results.append(row)
+        if len(results) != len(prompts):
+            raise PrmError(f"vLLM returned {len(results)} outputs for {len(prompts)} prompts")
+        return results
+
+
+# ----------------------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP
+
+
+class _RetryableError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OpenAIGenerator:
+    """An OpenAI-compatible server (vLLM `serve`, SGLang, TGI, the OpenAI API) over plain HTTP.
+
+    `base_url` ends where the OpenAI client's does, e.g. `http://host:8000/v1`; chat prompts go to
+    `{base_url}/chat/completions`, text prompts to `{base_url}/completions`, one request per prompt
+    asking for `n` choices (more requests follow if a server returns fewer). At most `max_concurrency`
+    requests are in flight. 429, 5xx, timeouts and connection errors are retried `retries` times with
+    exponential backoff (`backoff_s` * 2^attempt, plus jitter, or the server's Retry-After); any other
+    HTTP error stops with its message. The key is read from the environment variable `api_key_env`
+    (no Authorization header when it is unset, as local servers expect). Token counts come from
+    `usage.completion_tokens`, shared among a response's choices in proportion to their text length.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        retries: int = 5,
+        timeout_s: float = 120.0,
+        backoff_s: float = 1.0,
+    ):
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {retries}")
+        self.base_url = base_url.rstrip("/")
+        self.name = model
+        self.model = model
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+        self.max_concurrency = max_concurrency
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self._jitter = random.Random(0)
+        self._lock = threading.Lock()
+        self.requests_sent = 0  # every HTTP attempt, retries included
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/{path}"
+        data = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                with self._lock:
+                    self.requests_sent += 1
+                return self._post_once(url, data, headers)
+            except _RetryableError as exc:
+                last = str(exc)
+                if attempt == self.retries:
+                    break
+                with self._lock:
+                    jitter = self._jitter.uniform(0, 0.25)
+                delay = exc.retry_after if exc.retry_after is not None else self.backoff_s * (2 ** attempt)
+                time.sleep(min(delay, 60.0) * (1 + jitter))
+        raise PrmError(f"{url}: giving up after {self.retries + 1} attempts: {last}")
+
+    def _post_once(self, url: str, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", errors="replace")[:300]
+            if exc.code == 429 or exc.code >= 500:
+                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+                try:
+                    wait = float(retry_after) if retry_after is not None else None
+                except ValueError:
+                    wait = None
+                raise _RetryableError(f"HTTP {exc.code}: {detail}", wait) from None
+            raise PrmError(f"{url}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _RetryableError(f"connection error: {reason}") from None
+        try:
+            result = json.loads(payload)
+        except json.JSONDecodeError:
+            raise _RetryableError(f"invalid JSON in the response: {payload[:200]!r}") from None
+        if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
+            raise PrmError(f"{url}: the response has no 'choices' list: {str(result)[:200]}")
+        return result
+
+    def _one_prompt(self, prompt: Prompt, sampling: SamplingConfig) -> list[Completion]:
+        chat = not isinstance(prompt, str)
+        path = "chat/completions" if chat else "completions"
+        seed_text = json.dumps(prompt) if chat else prompt
+        completions: list[Completion] = []
+        request_no = 0
+        while len(completions) < sampling.n:
+            body: dict[str, Any] = {
+                "model": self.model, "n": sampling.n - len(completions), "max_tokens": sampling.max_new_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "seed": derive_seed(sampling.seed, seed_text, request_no) % (2 ** 31),
+            }
+            body["messages" if chat else "prompt"] = prompt
+            if sampling.stop:
+                body["stop"] = list(sampling.stop)
+            response = self._post(path, body)
+            choices = sorted(response["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+            if not choices:
+                raise PrmError(f"{self.base_url}/{path}: the server returned no choices")
+            texts, reasons = [], []
+            for choice in choices:
+                if chat:
+                    text = ((choice.get("message") or {}).get("content")) or ""
+                else:
+                    text = choice.get("text") or ""
+                text, stopped = truncate_at_stop(text, sampling.stop)
+                texts.append(text)
+                reason = choice.get("finish_reason")
+                reasons.append("length" if reason == "length" and not stopped else "stop")
+            usage = response.get("usage") or {}
+            total = usage.get("completion_tokens")
+            counts = _share_tokens(total, texts)
+            completions.extend(Completion(t, c, r) for t, c, r in zip(texts, counts, reasons, strict=True))
+            request_no += 1
+        return completions[: sampling.n]
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
+        check_sampling(sampling)
+        for i, p in enumerate(prompts):
+            check_prompt(p, i)
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._one_prompt(p, sampling), prompts))
+
+
+def _share_tokens(total: Any, texts: list[str]) -> list[int]:
+    """Split a response's completion-token count over its choices in proportion to text length.
+
+    Exact for n=1; without a usage block, ~4 characters a token is assumed."""
+    if not isinstance(total, int) or total < 0:
+        return [max(1, round(len(t) / 4)) if t else 0 for t in texts]
+    if len(texts) == 1:
+        return [total]
+    weights = [len(t) + 1 for t in texts]
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config and factory
+
+
+@dataclass
+class GeneratorConfig:
+    backend: Literal["transformers", "vllm", "openai"] = option(
+        "transformers", help="transformers (CPU/GPU, anywhere), vllm (GPUs), openai (any OpenAI-compatible server)")
+    model: str = option("smollm2-135m-instruct", help="model name, hub id or local folder (openai: the served name)")
+    device: str = option("auto", help="transformers: auto (cuda if present), cpu, cuda, cuda:1")
+    dtype: str = option("auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    batch_size: int = option(16, help="transformers: rows (prompt x sample) generated together")
+    tensor_parallel_size: int = option(1, help="vllm: GPUs one model is split over")
+    gpu_memory_utilization: float = option(0.9, help="vllm: share of GPU memory for weights and KV cache")
+    enable_prefix_caching: bool = option(True, help="vllm: reuse the KV cache of shared prompt prefixes")
+    max_model_len: int | None = option(None, help="vllm: context length (None: the model's)")
+    base_url: str | None = option(None, help="openai: server URL up to /v1, e.g. http://localhost:8000/v1")
+    api_key_env: str = option("OPENAI_API_KEY", help="openai: environment variable holding the API key")
+    max_concurrency: int = option(8, help="openai: requests in flight at once")
+    retries: int = option(5, help="openai: retries on 429/5xx/connection errors (exponential backoff)")
+    timeout_s: float = option(120.0, help="openai: seconds to wait for one response")
+
+
+def make_generator(cfg: GeneratorConfig) -> Generator:
+    """Build the backend named by `cfg.backend` (loads the model for transformers and vllm)."""
+    if cfg.backend == "transformers":
+        return TransformersGenerator(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    if cfg.backend == "vllm":
+        return VLLMGenerator(
+            cfg.model, tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization, enable_prefix_caching=cfg.enable_prefix_caching,
+            max_model_len=cfg.max_model_len, dtype=cfg.dtype,
+        )
+    if cfg.backend == "openai":
+        if not cfg.base_url:
+            raise ConfigError("generator.base_url is required for the openai backend (e.g. http://localhost:8000/v1)")
+        return OpenAIGenerator(
+            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, max_concurrency=cfg.max_concurrency,
+            retries=cfg.retries, timeout_s=cfg.timeout_s,
+        )
+    raise ConfigError(f"unknown generator backend {cfg.backend!r}: expected transformers, vllm or openai")

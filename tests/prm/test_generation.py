@@ -1,0 +1,331 @@
+"""Generation backends: transformers on a tiny random model, vLLM against a stand-in engine (vLLM has no
+CPU wheel), and the OpenAI-compatible client against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from prm.errors import ConfigError, PrmError
+from prm.generation import (
+    Completion,
+    GeneratorConfig,
+    OpenAIGenerator,
+    SamplingConfig,
+    TransformersGenerator,
+    VLLMGenerator,
+    derive_seed,
+    make_generator,
+    truncate_at_stop,
+)
+
+CHAT = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+@pytest.fixture(scope="module")
+def tiny_gen(tiny_model_dir):
+    return TransformersGenerator(tiny_model_dir, device="cpu", batch_size=4)
+
+
+def texts(rows: list[list[Completion]]) -> list[list[str]]:
+    return [[c.text for c in row] for row in rows]
+
+
+def test_transformers_shapes_and_n(tiny_gen):
+    out = tiny_gen.generate(["The sum of", CHAT, "x"], SamplingConfig(n=3, max_new_tokens=8, seed=0))
+    assert len(out) == 3 and all(len(row) == 3 for row in out)
+    for row in out:
+        for c in row:
+            assert isinstance(c.text, str) and 1 <= c.tokens <= 8
+            assert c.finish_reason in {"stop", "length"}
+        # Samples of one prompt differ (each has its own stream).
+        assert len({c.text for c in row}) > 1
+    assert tiny_gen.generate([], SamplingConfig()) == []
+
+
+def test_transformers_seeding_independent_of_batch(tiny_model_dir, tiny_gen):
+    sampling = SamplingConfig(n=2, max_new_tokens=10, seed=7)
+    prompts = ["A short prompt", CHAT, "A much longer prompt that forces left padding on the others " * 3]
+    first = tiny_gen.generate(prompts, sampling)
+    assert texts(tiny_gen.generate(prompts, sampling)) == texts(first)
+    # Alone, or in batches of one row, the same prompt gives the same samples.
+    alone = tiny_gen.generate([CHAT], sampling)
+    assert texts(alone) == [texts(first)[1]]
+    one_row = TransformersGenerator(tiny_model_dir, device="cpu", batch_size=1,
+                                    model=tiny_gen.model, tokenizer=tiny_gen.tokenizer)
+    assert texts(one_row.generate(prompts, sampling)) == texts(first)
+    # Another seed changes the samples.
+    other = tiny_gen.generate(prompts, SamplingConfig(n=2, max_new_tokens=10, seed=8))
+    assert texts(other) != texts(first)
+
+
+def test_transformers_greedy_is_identical_across_samples(tiny_gen):
+    out = tiny_gen.generate([CHAT], SamplingConfig(n=3, max_new_tokens=6, temperature=0.0))
+    assert len({c.text for c in out[0]}) == 1
+
+
+def test_transformers_chat_prompt_uses_template(tiny_gen):
+    rendered, ids = tiny_gen._render(CHAT)
+    assert rendered.endswith("<|im_start|>assistant\n") and "What is 2 + 2?" in rendered
+    # The rendered chat and the same text given raw are the same prompt.
+    sampling = SamplingConfig(n=2, max_new_tokens=6, seed=3)
+    assert texts(tiny_gen.generate([CHAT], sampling)) == texts(tiny_gen.generate([rendered], sampling))
+
+
+def test_transformers_stop_strings(tiny_gen):
+    sampling = SamplingConfig(n=2, max_new_tokens=16, seed=11)
+    full = tiny_gen.generate(["Once upon a time"], sampling)[0]
+    # Stop at a piece of the first sample's own text: the row ends there, the text is cut before it.
+    text = full[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    assert stop.strip(), "need a visible stop string"
+    cut = tiny_gen.generate(["Once upon a time"], SamplingConfig(n=2, max_new_tokens=16, seed=11, stop=[stop]))[0]
+    assert cut[0].text == text[: text.find(stop)]
+    assert cut[0].finish_reason == "stop"
+    assert cut[0].tokens < full[0].tokens
+    # `tokens` is exactly what it takes to write the stop string: one token fewer does not reach it.
+    upto = tiny_gen.generate(["Once upon a time"], SamplingConfig(n=1, max_new_tokens=cut[0].tokens, seed=11))
+    short = tiny_gen.generate(["Once upon a time"], SamplingConfig(n=1, max_new_tokens=cut[0].tokens - 1, seed=11))
+    assert stop in upto[0][0].text and stop not in short[0][0].text
+    # The other sample is unaffected unless it holds the stop string too.
+    expected_other, _ = truncate_at_stop(full[1].text, [stop])
+    assert cut[1].text == expected_other
+
+
+def test_transformers_eos_ends_row(tiny_model_dir):
+    """A model that always says EOS: empty text, one token, finish_reason 'stop'."""
+    import torch
+
+    from prm.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir)
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[tokenizer.eos_token_id] = 10.0
+    model.lm_head = head
+    gen = TransformersGenerator(tiny_model_dir, device="cpu", model=model, tokenizer=tokenizer)
+    out = gen.generate([CHAT, "raw"], SamplingConfig(n=2, max_new_tokens=5, temperature=1.0))
+    for row in out:
+        for c in row:
+            assert (c.text, c.tokens, c.finish_reason) == ("", 1, "stop")
+
+
+def test_sampling_checks(tiny_gen):
+    with pytest.raises(ConfigError):
+        tiny_gen.generate(["x"], SamplingConfig(n=0))
+    with pytest.raises(ConfigError):
+        tiny_gen.generate(["x"], SamplingConfig(top_p=0.0))
+    with pytest.raises(PrmError):
+        tiny_gen.generate([[{"role": "user"}]], SamplingConfig())  # type: ignore[list-item]
+
+
+def test_derive_seed_is_stable():
+    assert derive_seed(0, "abc", 1) == derive_seed(0, "abc", 1)
+    assert len({derive_seed(0, "abc", k) for k in range(10)}) == 10
+    assert derive_seed(1, "abc") != derive_seed(0, "abc")
+
+
+# ---------------------------------------------------------------------------------------------- vLLM
+
+
+class FakeVLLMEngine:
+    """A stand-in for `vllm.LLM` (no CPU wheel): records the requests and answers from a script."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls: list[tuple[list, list, dict]] = []
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def generate(self, prompts, params, **kwargs):
+        self.calls.append((prompts, params, kwargs))
+        outputs = []
+        for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+            outs = []
+            for k in range(p.n):
+                text = f"answer {i}.{k} STOP"
+                cut = text.split(p.stop[0])[0] if p.stop else text
+                reason = "stop" if k % 2 == 0 else "length"
+                outs.append(SimpleNamespace(index=k, text=cut, token_ids=list(range(5 + k)), finish_reason=reason))
+            outputs.append(SimpleNamespace(prompt_token_ids=prompt["prompt_token_ids"], outputs=outs[::-1]))
+        return outputs
+
+
+def test_vllm_backend_with_fake_engine(tokenizer):
+    engine = FakeVLLMEngine(tokenizer)
+    gen = VLLMGenerator("some/model", engine=engine, sampling_params_cls=SimpleNamespace)
+    out = gen.generate([CHAT, "raw text"], SamplingConfig(n=3, max_new_tokens=7, temperature=0.5, top_p=0.9,
+                                                         seed=5, stop=[" STOP"]))
+    assert texts(out) == [[f"answer {i}.{k}" for k in range(3)] for i in range(2)]
+    assert [c.tokens for c in out[0]] == [5, 6, 7]
+    assert [c.finish_reason for c in out[0]] == ["stop", "length", "stop"]
+    (prompts, params, kwargs), = engine.calls
+    assert kwargs == {"use_tqdm": False}
+    # Chat prompts are rendered with the chat template and passed as token ids, once each.
+    rendered = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    assert prompts[0]["prompt_token_ids"] == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert prompts[1]["prompt_token_ids"] == tokenizer("raw text")["input_ids"]
+    p = params[0]
+    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop) == (3, 0.5, 0.9, 7, [" STOP"])
+    assert p.seed == derive_seed(5, rendered) and params[1].seed == derive_seed(5, "raw text")
+
+
+def test_vllm_missing_gives_clear_error():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(PrmError, match=r"pip install -e \.\[vllm\]"):
+        VLLMGenerator("some/model")
+
+
+# -------------------------------------------------------------------------------------------- OpenAI
+
+
+class FakeOpenAIServer:
+    """A real HTTP server on 127.0.0.1 answering like an OpenAI-compatible one.
+
+    The very first request gets a 500 (to exercise the retry); every request is held `delay` seconds so
+    that concurrent ones overlap, and the peak number in flight is recorded."""
+
+    def __init__(self, delay: float = 0.15, fail_first: int = 1, status: int = 500):
+        self.delay = delay
+        self.fail_first = fail_first
+        self.status = status
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        self.requests: list[tuple[str, dict, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append((self.path, body, self.headers.get("Authorization")))
+                    number = len(server.requests)
+                    server.in_flight += 1
+                    server.peak = max(server.peak, server.in_flight)
+                try:
+                    time.sleep(server.delay)
+                    if number <= server.fail_first:
+                        self._send(server.status, {"error": {"message": "try again"}})
+                        return
+                    self._send(200, server.answer(self.path, body))
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _send(self, code, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def answer(self, path, body):
+        n = body.get("n", 1)
+        if path.endswith("/chat/completions"):
+            question = body["messages"][-1]["content"]
+            choices = [{"index": k, "message": {"role": "assistant", "content": f"{question} -> {k} END more"},
+                        "finish_reason": "stop"} for k in range(n)]
+        else:
+            choices = [{"index": k, "text": f"{body['prompt']}|{k}", "finish_reason": "length"} for k in range(n)]
+        return {"id": "x", "object": "chat.completion", "choices": choices[::-1],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4 * n, "total_tokens": 3 + 4 * n}}
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_backend_against_local_server(monkeypatch):
+    monkeypatch.setenv("PRM_TEST_KEY", "sk-test")
+    with FakeOpenAIServer() as server:
+        gen = OpenAIGenerator(server.url, "judge-model", api_key_env="PRM_TEST_KEY", max_concurrency=3,
+                              retries=3, backoff_s=0.01)
+        prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(8)] + ["text prompt"]
+        out = gen.generate(prompts, SamplingConfig(n=2, max_new_tokens=20, seed=1, stop=[" END"]))
+    assert len(out) == 9 and all(len(row) == 2 for row in out)
+    assert texts(out)[:8] == [[f"q{i} -> 0", f"q{i} -> 1"] for i in range(8)]
+    assert texts(out)[8] == ["text prompt|0", "text prompt|1"]
+    assert all(c.finish_reason == "stop" for row in out[:8] for c in row)
+    assert [c.finish_reason for c in out[8]] == ["length", "length"]
+    # usage.completion_tokens (8 per response of 2 choices) is shared among the choices.
+    assert all(sum(c.tokens for c in row) == 8 for row in out)
+    # One 500, retried: 9 prompts -> 10 HTTP requests.
+    assert gen.requests_sent == 10 and len(server.requests) == 10
+    paths = sorted({path for path, _, _ in server.requests})
+    assert paths == ["/v1/chat/completions", "/v1/completions"]
+    _, body, auth = server.requests[-1]
+    assert auth == "Bearer sk-test"
+    assert body["model"] == "judge-model" and body["n"] == 2 and body["max_tokens"] == 20
+    assert body["stop"] == [" END"] and isinstance(body["seed"], int)
+    # Concurrency was used, and bounded.
+    assert 2 <= server.peak <= 3
+
+
+def test_openai_gives_up_after_retries():
+    with FakeOpenAIServer(delay=0.0, fail_first=100, status=503) as server:
+        gen = OpenAIGenerator(server.url, "m", retries=2, backoff_s=0.01, max_concurrency=1)
+        with pytest.raises(PrmError, match="giving up after 3 attempts"):
+            gen.generate(["x"], SamplingConfig())
+    assert len(server.requests) == 3
+
+
+def test_openai_client_error_is_not_retried():
+    with FakeOpenAIServer(delay=0.0, fail_first=100, status=400) as server:
+        gen = OpenAIGenerator(server.url, "m", retries=4, backoff_s=0.01)
+        with pytest.raises(PrmError, match="HTTP 400"):
+            gen.generate(["x"], SamplingConfig())
+    assert len(server.requests) == 1
+
+
+def test_openai_connection_refused_is_retried_then_fails():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens on this port now
+    gen = OpenAIGenerator(f"http://127.0.0.1:{port}/v1", "m", retries=1, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(PrmError, match="connection error"):
+        gen.generate(["x"], SamplingConfig())
+    assert gen.requests_sent == 2
+
+
+# ------------------------------------------------------------------------------------------- factory
+
+
+def test_make_generator(tiny_model_dir):
+    gen = make_generator(GeneratorConfig(backend="transformers", model=tiny_model_dir, device="cpu", batch_size=2))
+    assert isinstance(gen, TransformersGenerator) and gen.batch_size == 2 and gen.name == tiny_model_dir
+    gen = make_generator(GeneratorConfig(backend="openai", model="m", base_url="http://127.0.0.1:1/v1"))
+    assert isinstance(gen, OpenAIGenerator)
+    with pytest.raises(ConfigError, match="base_url"):
+        make_generator(GeneratorConfig(backend="openai", model="m"))
+    with pytest.raises(ConfigError):
+        make_generator(GeneratorConfig(backend="nope"))  # type: ignore[arg-type]
