@@ -177,9 +177,14 @@ def _require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], prefi
         raise RecordError(f"{prefix}{key}", "missing required field")
     value = row[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        names = " or ".join(t.__name__ for t in _as_tuple(kind))
-        raise RecordError(f"{prefix}{key}", f"expected {names}, got {type(value).__name__}")
+        names = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in _as_tuple(kind))
+        raise RecordError(f"{prefix}{key}", f"expected {names}, got {_JSON_NAMES.get(type(value), type(value).__name__)}")
     return value
+
+
+# Errors speak JSON, as prm.records does.
+_JSON_NAMES: dict[type, str] = {dict: "object", str: "string", list: "list", int: "integer", float: "number",
+                                bool: "boolean", type(None): "null"}
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
