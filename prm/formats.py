@@ -558,6 +558,7 @@ def convert_file(
     write = _writer(dst_format, label_source, soft_labels)
     out: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
+
     def skip_bad_line(exc: InputError) -> None:
         report.errors.append(exc)
         rejects.append({"line": exc.line, "field": exc.field, "error": exc.message, "raw": None})
