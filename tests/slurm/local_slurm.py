@@ -1,0 +1,174 @@
+"""A real Slurm (slurmctld + one slurmd per emulated node + munge) on this machine, for tests.
+
+Follows ../shared/notes/slurm-local.md: Debian's Slurm 22.05 as root, no systemd, no cgroups, several
+nodes emulated on localhost (one `slurmd -N nX` each on its own port). `ensure_installed()` installs the
+packages with apt-get when missing; `LocalSlurm.unavailable_reason()` says why it cannot run here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+BINARIES = ["slurmctld", "slurmd", "sbatch", "munged", "scontrol", "squeue", "sinfo"]
+
+SLURM_CONF = """\
+ClusterName=ci
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={d}/munge/munge.socket.2
+StateSaveLocation={d}/state/ctld
+SlurmdSpoolDir={d}/state/d/%n
+SlurmctldPidFile={d}/state/slurmctld.pid
+SlurmdPidFile={d}/state/slurmd-%n.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd-%n.log
+SlurmdParameters=config_overrides
+MailProg=/bin/true
+SchedulerParameters=batch_sched_delay=0
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={d}/log/jobcomp.txt
+MpiDefault=none
+ReturnToService=2
+MinJobAge=3600
+KillWait=5
+NodeName={nodes} NodeHostname=localhost NodeAddr=127.0.0.1 Port={ports} CPUs={cpus} RealMemory=10000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _missing_binaries() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+
+
+def ensure_installed() -> str | None:
+    """Install Slurm and munge if missing; returns None when ready, else the reason it cannot run."""
+    if os.geteuid() != 0:
+        return "the local Slurm must run as root (slurmd as SlurmdUser=root)"
+    if not _missing_binaries():
+        return None
+    if shutil.which("apt-get") is None:
+        return f"no apt-get to install {PACKAGES} (missing: {_missing_binaries()})"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if proc.returncode != 0:
+            return f"{' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}"
+    missing = _missing_binaries()
+    return f"still missing after install: {missing}" if missing else None
+
+
+def _which(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+class LocalSlurm:
+    """Start with `start()`, stop with `stop()` (scancel, then TERM each daemon by PID)."""
+
+    def __init__(self, root: Path, nodes: int = 2, cpus: int = 2, ctld_port: int = 6817):
+        self.root = Path(root)
+        self.nodes = [f"n{i + 1}" for i in range(nodes)]
+        self.cpus = cpus
+        self.ctld_port = ctld_port
+        self.conf = self.root / "slurm.conf"
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        d = self.root
+        for sub in ["state/ctld", "log", "munge", *[f"state/d/{n}" for n in self.nodes]]:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "munge").chmod(0o755)
+        first_port = self.ctld_port + 1
+        ports = str(first_port) if len(self.nodes) == 1 else f"[{first_port}-{first_port + len(self.nodes) - 1}]"
+        names = self.nodes[0] if len(self.nodes) == 1 else f"n[1-{len(self.nodes)}]"
+        self.conf.write_text(SLURM_CONF.format(d=d, nodes=names, ports=ports, cpus=self.cpus,
+                                               ctld_port=self.ctld_port))
+        key = d / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        self._spawn([_which("munged"), "-F", f"--key-file={key}", f"--socket={d}/munge/munge.socket.2",
+                     f"--pid-file={d}/munge/munged.pid", f"--log-file={d}/log/munged.log",
+                     f"--seed-file={d}/munge/munged.seed"], "munged")
+        time.sleep(0.3)
+        self._spawn([_which("slurmctld"), "-D", "-f", str(self.conf)], "slurmctld")
+        for node in self.nodes:
+            self._spawn([_which("slurmd"), "-D", "-f", str(self.conf), "-N", node], f"slurmd-{node}")
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            ping = subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True, text=True)
+            idle = subprocess.run(["sinfo", "-h", "-N", "-t", "idle", "-o", "%N"], env=self.env,
+                                  capture_output=True, text=True)
+            if "UP" in ping.stdout and len(set(idle.stdout.split())) == len(self.nodes):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"Slurm did not come up in {timeout_s} s; logs in {d / 'log'}")
+
+    def _spawn(self, cmd: list[str], name: str) -> None:
+        log = open(self.root / "log" / f"{name}.stdout", "wb")
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
+
+    def sbatch(self, *args: str, cwd: str | Path | None = None) -> str:
+        proc = subprocess.run(["sbatch", "--parsable", *args], env=self.env, capture_output=True, text=True,
+                              cwd=cwd)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sbatch {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout.strip().split(";")[0]
+
+    def state(self, job_id: str) -> dict[str, str]:
+        """JobState and ExitCode of a job (an array job's tasks: the worst one)."""
+        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=self.env, capture_output=True,
+                              text=True)
+        states = {}
+        for line in proc.stdout.splitlines():
+            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            states[fields.get("JobId", job_id) + fields.get("ArrayTaskId", "")] = fields
+        return {key: f"{v.get('JobState')} {v.get('ExitCode')}" for key, v in states.items()}
+
+    def wait(self, job_ids: list[str], timeout_s: float = 600.0) -> dict[str, str]:
+        """Poll until no listed job is pending or running; returns every task's 'STATE EXIT'."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            queue = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], env=self.env,
+                                   capture_output=True, text=True)
+            if not queue.stdout.strip():
+                break
+            time.sleep(1.0)
+        else:
+            raise TimeoutError(f"jobs {job_ids} still queued after {timeout_s} s")
+        out: dict[str, str] = {}
+        for job in job_ids:
+            out.update(self.state(job))
+        return out
+
+    def stop(self) -> None:
+        subprocess.run(["scancel", "--user=root"], env=self.env, capture_output=True)
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
