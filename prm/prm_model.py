@@ -208,7 +208,7 @@ def score_batch(model: Any, tokenizer: Any, problems: list[str], steps_list: lis
         raise ValueError("problems and steps_list differ in length")
     marker = getattr(model.config, "step_marker", STEP_MARKER)
     encoded = [encode_steps(tokenizer, p, s, max_length=max_length, marker=marker)
-               for p, s in zip(problems, steps_list)]
+               for p, s in zip(problems, steps_list, strict=True)]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[float]] = [[] for _ in encoded]
