@@ -9,7 +9,9 @@ from __future__ import annotations
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass. Each stage adds its own line here."""
     from data_synthesis.problems import ProblemsConfig
+    from eval.config import EvalConfig
 
     classes: dict[str, type] = {}
     classes["problems"] = ProblemsConfig
+    classes["eval"] = EvalConfig
     return classes

@@ -1,0 +1,253 @@
+"""From step scores to a solution score, and from a pool of solutions to one answer.
+
+Solution scores (step scores are probabilities in [0, 1]):
+    min      the weakest step (Qwen2.5-Math-PRM, Lightman et al.)
+    product  the chance that every step is right, if the steps were independent
+    last     the score of the final step (how an outcome reward model would read it)
+    mean     arithmetic mean of the steps
+    geomean  geometric mean (the product, normalized for length); 0 when any step scores 0
+
+Voting over a pool (answers compared after normalization, see `answer_classes`):
+    majority vote           the answer given most often
+    PRM-weighted vote       the answer whose solutions have the largest summed solution score
+
+Ties (two answers with equal votes, two solutions with equal scores) are broken uniformly at random, and the
+metrics report the expectation over that choice: the share of tied winners that are correct. This keeps every
+metric deterministic and independent of candidate order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from eval.config import AGGREGATION_NAMES
+
+__all__ = [
+    "AGGREGATION_NAMES",
+    "aggregate",
+    "aggregate_all",
+    "normalize_answer",
+    "answer_classes",
+    "majority_vote",
+    "weighted_vote",
+    "vote_value",
+]
+
+
+def aggregate(step_scores: Sequence[float], how: str) -> float:
+    """Solution score of one solution under aggregation `how` (one of AGGREGATION_NAMES)."""
+    if len(step_scores) == 0:
+        raise ValueError("cannot aggregate an empty list of step scores")
+    s = [float(x) for x in step_scores]
+    if how == "min":
+        return min(s)
+    if how == "product":
+        return math.prod(s)
+    if how == "last":
+        return s[-1]
+    if how == "mean":
+        return sum(s) / len(s)
+    if how == "geomean":
+        if any(x <= 0.0 for x in s):
+            return 0.0
+        return math.exp(sum(math.log(x) for x in s) / len(s))
+    raise ValueError(f"unknown aggregation {how!r}; choose from {list(AGGREGATION_NAMES)}")
+
+
+def aggregate_all(step_scores: Sequence[float], aggregations: Sequence[str] = AGGREGATION_NAMES) -> list[float]:
+    return [aggregate(step_scores, how) for how in aggregations]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Answer normalization and equivalence
+
+_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _unbox(s: str) -> str:
+    """The content of the last \\boxed{...} (braces balanced), or s itself."""
+    start = s.rfind("\\boxed{")
+    if start < 0:
+        return s
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(s)):
+        if s[j] == "{":
+            depth += 1
+        elif s[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return s[i:j]
+    return s
+
+
+def _fallback_normalize(answer: str) -> str:
+    s = _unbox(answer.strip())
+    s = s.replace("$", "").replace("\\left", "").replace("\\right", "")
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("^\\circ", "").replace("^{\\circ}", "")
+    s = _TEXT.sub(r"\1", s)
+    s = re.sub(r"\s+", "", s).rstrip(".").lower()
+    if s.startswith("x=") or s.startswith("y="):
+        s = s[2:]
+    plain = s.replace(",", "") if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", s) else s
+    if _NUMBER.match(plain):
+        value = float(plain)
+        if math.isfinite(value):
+            if value == int(value) and abs(value) < 1e15:
+                return str(int(value))
+            return repr(round(value, 12))
+    return s
+
+
+def _grading_functions() -> tuple[Callable[[str], str] | None, Callable[[str, str], bool] | None]:
+    """`prm.grading`'s normalizer and equivalence test, where that module exists (else None, None)."""
+    try:
+        grading = importlib.import_module("prm.grading")
+    except ImportError:
+        return None, None
+    norm = getattr(grading, "normalize_answer", None)
+    equiv = None
+    for name in ("answers_equivalent", "is_equivalent", "answers_match", "is_equiv"):
+        if callable(getattr(grading, name, None)):
+            equiv = getattr(grading, name)
+            break
+    return (norm if callable(norm) else None), equiv
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """A comparison key for a final answer: `prm.grading.normalize_answer` if present, else a light LaTeX
+    normalization (unbox, drop $ and spacing commands, canonical numbers). None for a missing answer."""
+    if answer is None:
+        return None
+    norm, _ = _grading_functions()
+    key = None
+    if norm is not None:
+        try:
+            key = norm(answer)
+        except Exception:  # a grader failing on odd input must not stop the evaluation
+            key = None
+    if not isinstance(key, str):
+        key = _fallback_normalize(answer)
+    return key if key != "" else None
+
+
+def answer_classes(answers: Sequence[str | None]) -> list[int]:
+    """Group answers into equivalence classes: class id per answer (0, 1, ... in first-seen order), -1 for a
+    missing or empty answer. Equal normalized keys share a class; where `prm.grading` offers an equivalence
+    test it also merges answers whose keys differ (compared with each class's first member)."""
+    _, equiv = _grading_functions()
+    keys = [normalize_answer(a) for a in answers]
+    reps: list[tuple[str, str]] = []  # (key, raw answer) of each class's first member
+    out: list[int] = []
+    for raw, key in zip(answers, keys, strict=True):
+        if key is None or raw is None:
+            out.append(-1)
+            continue
+        found = -1
+        for cid, (rkey, _) in enumerate(reps):
+            if key == rkey:
+                found = cid
+                break
+        if found < 0 and equiv is not None:
+            for cid, (_, rraw) in enumerate(reps):
+                try:
+                    same = bool(equiv(rraw, raw))
+                except Exception:
+                    same = False
+                if same:
+                    found = cid
+                    break
+        if found < 0:
+            reps.append((key, raw))
+            found = len(reps) - 1
+        out.append(found)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Votes over subsets (vectorized: one row per subset)
+
+
+def vote_value(totals: np.ndarray, class_correct: np.ndarray) -> np.ndarray:
+    """Expected correctness of a vote: `totals` (S, K) is each class's vote total in each of S subsets,
+    `class_correct` (K,) the share of each class's members that are correct. The winning classes are those
+    with the largest positive total; ties are broken uniformly at random (expectation reported); a subset with
+    no vote at all scores 0."""
+    if totals.shape[1] == 0:
+        return np.zeros(totals.shape[0])
+    best = totals.max(axis=1, keepdims=True)
+    winners = (totals == best) & (best > 0)
+    n_win = winners.sum(axis=1)
+    value = (winners * class_correct[None, :]).sum(axis=1)
+    return np.where(n_win > 0, value / np.maximum(n_win, 1), 0.0)
+
+
+def _class_correct(classes: np.ndarray, correct: np.ndarray, k: int) -> np.ndarray:
+    sums = np.zeros(k)
+    counts = np.zeros(k)
+    valid = classes >= 0
+    np.add.at(sums, classes[valid], correct[valid].astype(float))
+    np.add.at(counts, classes[valid], 1.0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
+def _one_hot(classes: np.ndarray, k: int) -> np.ndarray:
+    """(..., k) one-hot of class ids; -1 (no answer) gives an all-zero row."""
+    eye = np.vstack([np.eye(k), np.zeros((1, k))])
+    return eye[np.where(classes >= 0, classes, k)]
+
+
+def majority_vote(classes: Sequence[int], correct: Sequence[bool], subsets: np.ndarray | None = None) -> np.ndarray:
+    """maj@N over subsets (S, N) of candidate indices (default: the whole pool as one subset)."""
+    cls = np.asarray(classes, dtype=int)
+    cor = np.asarray(correct, dtype=bool)
+    idx = np.arange(len(cls))[None, :] if subsets is None else np.asarray(subsets)
+    k = int(cls.max()) + 1 if len(cls) else 0
+    if k == 0:
+        return np.zeros(idx.shape[0])
+    totals = _one_hot(cls[idx], k).sum(axis=1)  # (S, K)
+    return vote_value(totals, _class_correct(cls, cor, k))
+
+
+def weighted_vote(
+    classes: Sequence[int], correct: Sequence[bool], scores: np.ndarray, subsets: np.ndarray | None = None
+) -> np.ndarray:
+    """PRM-weighted vote over subsets: `scores` is (n,) or (n, A) solution scores; returns (S,) or (S, A)."""
+    cls = np.asarray(classes, dtype=int)
+    cor = np.asarray(correct, dtype=bool)
+    sc = np.asarray(scores, dtype=float)
+    squeeze = sc.ndim == 1
+    if squeeze:
+        sc = sc[:, None]
+    idx = np.arange(len(cls))[None, :] if subsets is None else np.asarray(subsets)
+    k = int(cls.max()) + 1 if len(cls) else 0
+    if k == 0:
+        out = np.zeros((idx.shape[0], sc.shape[1]))
+        return out[:, 0] if squeeze else out
+    onehot = _one_hot(cls[idx], k)  # (S, N, K)
+    totals = np.einsum("snk,sna->ska", onehot, sc[idx])  # (S, K, A)
+    cc = _class_correct(cls, cor, k)
+    out = np.stack([vote_value(totals[:, :, a], cc) for a in range(sc.shape[1])], axis=1)
+    return out[:, 0] if squeeze else out
+
+
+def best_of_n(correct: Sequence[bool], scores: np.ndarray, subsets: np.ndarray | None = None) -> np.ndarray:
+    """PRM@N: correctness of the highest-scoring solution in each subset (ties: expectation over the tied
+    ones). `scores` (n,) or (n, A); returns (S,) or (S, A)."""
+    cor = np.asarray(correct, dtype=float)
+    sc = np.asarray(scores, dtype=float)
+    squeeze = sc.ndim == 1
+    if squeeze:
+        sc = sc[:, None]
+    idx = np.arange(len(cor))[None, :] if subsets is None else np.asarray(subsets)
+    sub = sc[idx]  # (S, N, A)
+    top = sub == sub.max(axis=1, keepdims=True)
+    value = (top * cor[idx][:, :, None]).sum(axis=1) / top.sum(axis=1)
+    return value[:, 0] if squeeze else value
