@@ -1,0 +1,637 @@
+"""The synthetic testbed: solutions whose first wrong step is known, and a completer that knows it too.
+
+    prm data testbed -i problems.jsonl -o testbed.jsonl --error-rate 0.5 --seed 0
+    prm data testbed -i problems.jsonl -o testbed.jsonl --heldout-fraction 0.2 --heldout-out heldout.jsonl
+
+From each gsm_symbolic problem's reference solution (`meta.reference_steps`, one step a line) this makes
+Solution records (`generator = "testbed"`) that are either the reference itself (`true_first_error = -1`)
+or the reference with one injected arithmetic error: in step k (chosen among the steps whose arithmetic
+checks out, e.g. `28 x 4 = 112`) the result of one equation is changed (`28 x 4 = 115`), and the wrong
+value is carried forward: every later occurrence of the old result becomes the new one and every later
+equation that used it is recomputed (`132 - 115 = 17`), so the final answer is wrong. `true_first_error
+= k` is a top-level field (it lands in `Solution.extra`); `correct` is the final answer graded against the
+gold answer with `prm.grading`. Everything is drawn from `random.Random(f"{seed}:{problem id}:{i}")`, so a
+rerun, a shard or a subset gives the same records.
+
+`SimulatedCompleter` is a `prm.generation.Generator` for the MC annotator: it recognises a rollout prompt
+(the text of a solution prefix, registered beforehand) and answers with the gold answer iff that prefix is
+still clean (every step before `true_first_error`), else with a wrong answer; `noise` flips each rollout's
+outcome with that probability (seeded per prompt and sample, so independent of batching).
+`heldout_step_items` turns testbed solutions into ProcessBench-style StepErrorItem records for evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prm.config import option
+from prm.errors import InputError, PrmError
+from prm.generation import Completion, Prompt, SamplingConfig
+from prm.records import Problem, Solution, StepErrorItem
+
+GENERATOR_NAME = "testbed"
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the arithmetic of one step
+# ---------------------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"(?P<num>(?P<cur>[$€£])?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?P<pct>%)?)"
+    r"|(?P<unit>/[A-Za-z][A-Za-z']*(?:/[A-Za-z]+)*)"  # "/day" in "$40/day"
+    r"|(?P<word>[A-Za-z][A-Za-z']*(?:/[A-Za-z]+)*)"  # "days/week" is one unit word
+    r"|(?P<op>[+\-*/×÷−–])"
+    r"|(?P<lp>\()|(?P<rp>\))|(?P<eq>=)"
+    r"|(?P<other>\S)"
+)
+_OPS = {"+": "+", "-": "-", "−": "-", "–": "-", "*": "*", "×": "*", "x": "*", "X": "*", "/": "/", "÷": "/"}
+
+
+@dataclass
+class Tok:
+    kind: str  # num | word | op | lp | rp | eq | other
+    text: str
+    start: int
+    end: int
+    value: float = 0.0  # numbers only (a percentage is value/100)
+    cur: str = ""
+    commas: bool = False
+    decimals: int = 0
+    pct: bool = False
+
+
+def tokenize(text: str) -> list[Tok]:
+    toks: list[Tok] = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "other"
+        if kind in ("cur", "int", "dec", "pct"):
+            kind = "num"
+        if m.group("num"):
+            digits = m.group("int").replace(",", "")
+            dec = m.group("dec") or ""
+            value = float(digits + dec)
+            pct = bool(m.group("pct"))
+            toks.append(Tok("num", m.group(0), m.start(), m.end(), value / 100 if pct else value,
+                            m.group("cur") or "", "," in m.group("int"), max(len(dec) - 1, 0), pct))
+        elif m.group("unit"):
+            toks.append(Tok("word", m.group(0), m.start(), m.end()))
+        else:
+            toks.append(Tok(kind, m.group(0), m.start(), m.end()))
+    # "x" between two numbers is a multiplication sign: "28 x 4".
+    for i, t in enumerate(toks):
+        if t.kind == "word" and t.text in ("x", "X") and 0 < i < len(toks) - 1:
+            if toks[i - 1].kind in ("num", "rp") and toks[i + 1].kind in ("num", "lp"):
+                t.kind = "op"
+    return toks
+
+
+@dataclass
+class Equation:
+    """`expr = result` inside a step: token indices of the expression and of the stated result."""
+
+    expr: list[int]
+    result: int
+    holds: bool  # the stated result matches the expression (within the stated precision)
+
+
+def _evaluate(toks: list[Tok], idxs: list[int], values: dict[int, float] | None = None) -> float | None:
+    """Evaluate numbers, + - * / and parentheses (no eval()); None when malformed or dividing by zero."""
+    pos = 0
+
+    def val(i: int) -> float:
+        return values[i] if values is not None and i in values else toks[i].value
+
+    def peek() -> Tok | None:
+        return toks[idxs[pos]] if pos < len(idxs) else None
+
+    def atom() -> float:
+        nonlocal pos
+        t = peek()
+        if t is None:
+            raise ValueError
+        if t.kind == "num":
+            pos += 1
+            return val(idxs[pos - 1])
+        if t.kind == "lp":
+            pos += 1
+            v = expr()
+            if peek() is None or peek().kind != "rp":  # type: ignore[union-attr]
+                raise ValueError
+            pos += 1
+            return v
+        raise ValueError
+
+    def term() -> float:
+        nonlocal pos
+        v = atom()
+        while (t := peek()) is not None and t.kind == "op" and _OPS[t.text] in "*/":
+            pos += 1
+            rhs = atom()
+            v = v * rhs if _OPS[t.text] == "*" else v / rhs
+        return v
+
+    def expr() -> float:
+        nonlocal pos
+        v = term()
+        while (t := peek()) is not None and t.kind == "op" and _OPS[t.text] in "+-":
+            pos += 1
+            rhs = term()
+            v = v + rhs if _OPS[t.text] == "+" else v - rhs
+        return v
+
+    try:
+        v = expr()
+    except (ValueError, ZeroDivisionError):
+        return None
+    return v if pos == len(idxs) else None
+
+
+def _close(computed: float, tok: Tok) -> bool:
+    """Does `computed` round to the number as written (its decimals; a percentage as written)?"""
+    shown = computed * 100 if tok.pct else computed
+    written = tok.value * 100 if tok.pct else tok.value
+    return abs(shown - written) <= 0.5 * 10 ** (-tok.decimals) + 1e-9 * max(1.0, abs(written))
+
+
+def find_equations(toks: list[Tok]) -> list[Equation]:
+    """Every `a op b ... = r` in the step: walk left from each '=' over numbers, operators, parentheses
+    and unit words that directly follow a number ("34 signatures", "7 days/week"); stop at anything else."""
+    eqs = []
+    for e, t in enumerate(toks):
+        if t.kind != "eq":
+            continue
+        # the result: the first number after '=' (a currency sign is part of the number token)
+        r = e + 1
+        if r >= len(toks) or toks[r].kind != "num":
+            continue
+        idxs: list[int] = []
+        i = e - 1
+        while i >= 0 and toks[i].kind == "word" and i > 0 and toks[i - 1].kind in ("num", "rp"):
+            i -= 1  # trailing unit: "17 + 34 signatures ="
+        expect_operand, depth = True, 0
+        while i >= 0:
+            tk = toks[i]
+            if tk.kind == "word" and i > 0 and toks[i - 1].kind in ("num", "rp"):
+                i -= 1  # a unit after a number ("$40/day * 35"): skip it
+                continue
+            if expect_operand:
+                if tk.kind == "num":
+                    idxs.append(i)
+                    expect_operand = False
+                elif tk.kind == "rp":
+                    idxs.append(i)
+                    depth += 1
+                else:
+                    break
+            else:
+                if tk.kind == "op":
+                    idxs.append(i)
+                    expect_operand = True
+                elif tk.kind == "lp" and depth > 0:
+                    idxs.append(i)
+                    depth -= 1
+                else:
+                    break
+            i -= 1
+        idxs.reverse()
+        # drop a dangling leading operator ("... - 5 * 2 =" read from a word boundary) and unmatched parens
+        while idxs and toks[idxs[0]].kind == "op":
+            idxs.pop(0)
+        if depth != 0 or not any(toks[j].kind == "op" for j in idxs):
+            continue
+        value = _evaluate(toks, idxs)
+        if value is None:
+            continue
+        eqs.append(Equation(idxs, r, _close(value, toks[r])))
+    return eqs
+
+
+def format_like(value: float, tok: Tok) -> str:
+    """Write `value` in the style of `tok`: currency sign, thousands commas, decimals, percent sign."""
+    shown = value * 100 if tok.pct else value
+    decimals = tok.decimals
+    trim = False
+    if decimals == 0 and abs(shown - round(shown)) > 1e-9:
+        decimals, trim = 2, True  # a result that stopped being whole: at most 2 decimals, no trailing zeros
+    body = f"{shown:,.{decimals}f}" if tok.commas else f"{shown:.{decimals}f}"
+    if trim:
+        body = body.rstrip("0").rstrip(".")
+    if body.startswith("-"):
+        return f"-{tok.cur}{body[1:]}{'%' if tok.pct else ''}"
+    return f"{tok.cur}{body}{'%' if tok.pct else ''}"
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _lookup(mapping: list[tuple[float, float]], value: float) -> float | None:
+    for old, new in reversed(mapping):
+        if _same(old, value):
+            return new
+    return None
+
+
+def _rewrite_step(text: str, mapping: list[tuple[float, float]], start_at: int = 0,
+                  forced: dict[int, float] | None = None) -> str:
+    """Carry wrong values through one step, left to right, from character `start_at` on.
+
+    A number equal to a changed value is replaced by its new value; the result of an equation that held
+    in the original text is recomputed from its (possibly changed) operands and, when it changes, joins
+    `mapping` so later steps see it. `forced` sets the new value of given token indices (the injected error).
+    A number outside every equation that restates a changed value is replaced wherever it stands.
+    """
+    toks = tokenize(text)
+    eqs = find_equations(toks)
+    eq_by_result = {eq.result: eq for eq in eqs if eq.holds}
+    in_equation = {j for eq in eqs for j in (*eq.expr, eq.result)}
+    new: dict[int, float] = {}
+    for i, t in enumerate(toks):
+        if t.kind != "num" or t.start < start_at:
+            continue
+        if forced and i in forced:
+            new[i] = forced[i]
+            mapping.append((t.value, forced[i]))
+            continue
+        eq = eq_by_result.get(i)
+        if eq is not None and any(j in new for j in eq.expr):
+            value = _evaluate(toks, eq.expr, new)
+            if value is not None and not _same(value, t.value):
+                if t.decimals == 0 and not t.pct and abs(value - round(value)) < 1e-6:
+                    value = float(round(value))
+                new[i] = value
+                mapping.append((t.value, value))
+            continue
+        repl = _lookup(mapping, t.value)
+        if repl is not None:
+            new[i] = repl
+    # Prose that restates a changed value ("spent 774.9 on pretzels because 776.0 - 1.1 = 774.9") follows
+    # it, wherever in the step it stands; numbers inside equations were handled above.
+    for i, t in enumerate(toks):
+        if t.kind == "num" and i not in new and i not in in_equation:
+            repl = _lookup(mapping, t.value)
+            if repl is not None:
+                new[i] = repl
+    out, last = [], 0
+    for i, t in enumerate(toks):
+        if i in new:
+            out.append(text[last:t.start])
+            out.append(format_like(new[i], t))
+            last = t.end
+    out.append(text[last:])
+    return "".join(out)
+
+
+_FINAL_LINE = re.compile(r"^\s*####\s*(.+?)\s*$")
+
+
+def final_answer_of(steps: list[str]) -> str | None:
+    """The answer a reference-style solution states: its `#### X` line, else the last number of the last
+    step that has one (gsm_symbolic's last line ends with the result)."""
+    for step in reversed(steps):
+        m = _FINAL_LINE.match(step)
+        if m:
+            return m.group(1).replace(",", "").lstrip("$€£")
+    for step in reversed(steps):
+        nums = [t for t in tokenize(step) if t.kind == "num"]
+        if nums:
+            t = nums[-1]
+            return format_like(t.value, Tok("num", "", 0, 0, decimals=t.decimals, pct=t.pct))
+    return None
+
+
+def arithmetic_steps(steps: list[str]) -> list[int]:
+    """Indices of the steps holding at least one equation whose arithmetic checks out."""
+    return [k for k, s in enumerate(steps) if any(eq.holds for eq in find_equations(tokenize(s)))]
+
+
+def _wrong_value(value: float, tok: Tok, rng: random.Random, avoid: set[float]) -> float:
+    """A nearby wrong value in the same style (an integer stays an integer, a price keeps its cents)."""
+    shown = value * 100 if tok.pct else value
+    # a whole number written with decimals ("900.0") moves by whole units, a price ("0.95") by cents
+    scale = 1.0 if abs(shown - round(shown)) < 1e-9 else 10 ** (-tok.decimals)
+    magnitude = max(1, int(math.log10(abs(shown) + 1)))
+    for _ in range(50):
+        step = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20])
+        if magnitude >= 3 and rng.random() < 0.5:
+            step *= 10 ** (magnitude - 2)
+        sign = -1 if rng.random() < 0.5 and shown - step * scale > 0 else 1
+        cand = round(shown + sign * step * scale, tok.decimals)
+        cand_value = cand / 100 if tok.pct else cand
+        if not any(_same(cand_value, a) for a in avoid) and not _same(cand_value, value):
+            return cand_value
+    return (shown + 7 * scale) / 100 if tok.pct else shown + 7 * scale
+
+
+def inject_error(steps: list[str], k: int, rng: random.Random, context: str = "") -> list[str] | None:
+    """Steps with the result of one true equation of step k made wrong and carried into later steps;
+    None when step k has no equation that holds.
+
+    Later numbers equal to the old result are taken to be that result, so an equation whose result also
+    appears as a given (in `context`, the problem, or in earlier steps) is avoided where step k has another.
+    """
+    toks = tokenize(steps[k])
+    eqs = [eq for eq in find_equations(toks) if eq.holds]
+    if not eqs:
+        return None
+    givens = [t.value for text in (context, *steps[:k]) for t in tokenize(text) if t.kind == "num"]
+    unique = [eq for eq in eqs if not any(_same(toks[eq.result].value, g) for g in givens)]
+    eq = rng.choice(unique or eqs)
+    target = toks[eq.result]
+    avoid = {t.value for s in steps for t in tokenize(s) if t.kind == "num"}
+    wrong = _wrong_value(target.value, target, rng, avoid)
+    mapping: list[tuple[float, float]] = []
+    out = list(steps[:k])
+    out.append(_rewrite_step(steps[k], mapping, start_at=target.start, forced={eq.result: wrong}))
+    for later in steps[k + 1:]:
+        out.append(_rewrite_step(later, mapping))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building testbed solutions
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TestbedStats:
+    problems: int = 0
+    correct: int = 0
+    with_error: int = 0
+    no_arithmetic: int = 0  # an error was drawn but no step holds checkable arithmetic: kept correct
+    error_not_propagated: int = 0  # an error was drawn but no injection changed the final answer
+    reference_wrong: int = 0  # the reference's own final answer does not grade as the gold answer: skipped
+    first_error_hist: dict[int, int] = field(default_factory=dict)
+
+
+def reference_steps(problem: Problem) -> list[str] | None:
+    steps = (problem.meta or {}).get("reference_steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
+        return None
+    return [s.strip() for s in steps]
+
+
+def make_solutions(problem: Problem, error_rate: float, seed: int, per_problem: int = 1,
+                   grade: Callable[[str | None, str], bool] | None = None,
+                   stats: TestbedStats | None = None) -> list[Solution]:
+    """`per_problem` testbed solutions of one problem; each has an injected error with probability
+    `error_rate`. Deterministic in (seed, problem id, index)."""
+    if grade is None:
+        grade = _grade
+    stats = stats if stats is not None else TestbedStats()
+    steps = reference_steps(problem)
+    if steps is None:
+        raise PrmError(f"problem {problem.id}: no meta.reference_steps (a list of non-empty strings)")
+    stats.problems += 1
+    ref_final = final_answer_of(steps)
+    if not grade(ref_final, problem.answer):
+        stats.reference_wrong += 1
+        return []
+    out = []
+    candidates = arithmetic_steps(steps)
+    context = problem.problem
+    for i in range(per_problem):
+        rng = random.Random(f"{seed}:{problem.id}:{i}")
+        want_error = rng.random() < error_rate
+        sol_steps, first_error, final = steps, -1, ref_final
+        if want_error and not candidates:
+            stats.no_arithmetic += 1
+        elif want_error:
+            order = list(candidates)
+            rng.shuffle(order)
+            for k in order:
+                for _attempt in range(3):
+                    mutated = inject_error(steps, k, rng, context)
+                    if mutated is None:
+                        break
+                    mutated_final = final_answer_of(mutated)
+                    if mutated_final is not None and not grade(mutated_final, problem.answer):
+                        sol_steps, first_error, final = mutated, k, mutated_final
+                        break
+                if first_error >= 0:
+                    break
+            if first_error < 0:
+                stats.error_not_propagated += 1
+        correct = grade(final, problem.answer)
+        if first_error >= 0:
+            stats.with_error += 1
+        else:
+            stats.correct += 1
+        stats.first_error_hist[first_error] = stats.first_error_hist.get(first_error, 0) + 1
+        out.append(Solution(
+            id=f"{problem.id}-tb{i}", problem_id=problem.id, problem=problem.problem, answer=problem.answer,
+            steps=list(sol_steps), final_answer=final, correct=correct, generator=GENERATOR_NAME,
+            extra={"true_first_error": first_error, "source": problem.source},
+        ))
+    return out
+
+
+def _grade(pred: str | None, gold: str) -> bool:
+    from prm.grading import grade
+
+    return pred is not None and bool(grade(pred, gold))
+
+
+def true_first_error(solution: Solution) -> int | None:
+    value = solution.extra.get("true_first_error")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def is_heldout(problem_id: str, fraction: float, seed: int) -> bool:
+    """A stable split by problem id (all solutions of a problem fall on the same side)."""
+    digest = hashlib.blake2b(f"{seed}:{problem_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+def step_item(solution: Solution) -> StepErrorItem:
+    """A ProcessBench-style item (label = the known first error) from a testbed solution."""
+    label = true_first_error(solution)
+    if label is None:
+        raise PrmError(f"solution {solution.id}: no true_first_error (not a testbed record)")
+    return StepErrorItem(id=solution.id, generator=solution.generator, problem=solution.problem,
+                         steps=list(solution.steps), final_answer_correct=solution.correct, label=label,
+                         extra={"problem_id": solution.problem_id, "answer": solution.answer})
+
+
+def heldout_step_items(solutions: Iterable[Solution], fraction: float = 0.2,
+                       seed: int = 0) -> tuple[list[Solution], list[StepErrorItem]]:
+    """Split testbed solutions by problem: (the kept solutions, the held-out ones as StepErrorItems)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise PrmError(f"held-out fraction must be in [0, 1], got {fraction}")
+    kept, held = [], []
+    for sol in solutions:
+        if is_heldout(sol.problem_id, fraction, seed):
+            held.append(step_item(sol))
+        else:
+            kept.append(sol)
+    return kept, held
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The simulated completer
+# ---------------------------------------------------------------------------------------------------------
+
+_WORDISH = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
+
+
+def count_tokens(text: str) -> int:
+    """A rough BPE-like count: words, numbers and punctuation marks."""
+    return len(_WORDISH.findall(text))
+
+
+def _wrong_answer(gold: str, solution: Solution) -> str:
+    if not solution.correct and solution.final_answer:
+        return solution.final_answer
+    try:
+        value = float(gold.replace(",", ""))
+        return format_like(value + 1, Tok("num", "", 0, 0))
+    except ValueError:
+        return f"{gold}0"
+
+
+@dataclass
+class SimulatedConfig:
+    """Settings of the simulated completer (`mc.backend: simulated`)."""
+
+    noise: float = option(0.0, help="probability that a rollout's outcome is flipped (0 = exact oracle)")
+    seed: int = option(0, help="seed of the flips and of the token-count jitter")
+    delay: float = option(0.0, help="seconds to sleep per generate call (to test kill and resume)")
+
+
+class SimulatedCompleter:
+    """A `Generator` for MC rollouts on testbed solutions, with known ground truth.
+
+    Each prompt must be registered first (`register(prompt, solution, k)`; `for_solutions` registers every
+    prefix through the annotator's own prompt builder), so the annotator runs unchanged against it. A
+    rollout from prefix 0..k reaches the gold answer iff the prefix is clean (`k < true_first_error`, or no
+    error), flipped with probability `noise`. The text is the rest of the solution and a boxed answer;
+    `tokens` is its rough token count (x0.8-1.2 jitter); over `max_new_tokens` it is cut and unanswered.
+    Each sample draws from `Random(seed, sampling.seed, prompt, index)`, so results do not depend on how
+    prompts are batched. `delay` sleeps that many seconds per call (tests kill a slowed run).
+    """
+
+    def __init__(self, noise: float = 0.0, seed: int = 0, delay: float = 0.0, name: str = "simulated"):
+        if not 0.0 <= noise <= 1.0:
+            raise PrmError(f"simulated noise must be in [0, 1], got {noise}")
+        self.noise, self.seed, self.delay = noise, seed, delay
+        self.name = f"{name}(noise={noise},seed={seed})"
+        self._lookup: dict[str, tuple[Solution, int]] = {}
+        self.calls = 0
+
+    def register(self, prompt: str, solution: Solution, k: int) -> None:
+        if true_first_error(solution) is None:
+            raise PrmError(f"simulated backend: solution {solution.id} has no true_first_error "
+                           "(use testbed records: prm data testbed)")
+        self._lookup[prompt] = (solution, k)
+
+    @classmethod
+    def for_solutions(cls, solutions: Iterable[Solution], prompt_for: Callable[[Solution, int], str],
+                      **kwargs: Any) -> SimulatedCompleter:
+        completer = cls(**kwargs)
+        for sol in solutions:
+            for k in range(len(sol.steps)):
+                completer.register(prompt_for(sol, k), sol, k)
+        return completer
+
+    def _one(self, prompt: str, index: int, sampling: SamplingConfig) -> Completion:
+        solution, k = self._lookup[prompt]
+        tfe = true_first_error(solution)
+        clean = tfe == -1 or k < tfe  # type: ignore[operator]
+        h = hashlib.blake2b(f"{self.seed}:{sampling.seed}:{index}:{prompt}".encode(), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(h, "big"))
+        reaches_gold = clean != (rng.random() < self.noise)
+        answer = solution.answer if reaches_gold else _wrong_answer(solution.answer, solution)
+        rest = "\n\n".join(solution.steps[k + 1:])
+        text = (rest + "\n\n" if rest else "") + f"The final answer is $\\boxed{{{answer}}}$."
+        tokens = max(1, round(count_tokens(text) * rng.uniform(0.8, 1.2)))
+        if tokens > sampling.max_new_tokens:
+            words = text.split()
+            cut = " ".join(words[: max(1, len(words) * sampling.max_new_tokens // tokens)])
+            return Completion(text=cut.split("\\boxed")[0], tokens=sampling.max_new_tokens, finish_reason="length")
+        return Completion(text=text, tokens=tokens, finish_reason="stop")
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
+        self.calls += 1
+        if self.delay > 0:
+            time.sleep(self.delay)
+        out = []
+        for prompt in prompts:
+            if not isinstance(prompt, str) or prompt not in self._lookup:
+                shown = (prompt if isinstance(prompt, str) else str(prompt))[-80:]
+                raise PrmError(f"simulated backend: unknown prompt (not a registered solution prefix): ...{shown!r}")
+            out.append([self._one(prompt, i, sampling) for i in range(sampling.n)])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI: prm data testbed
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_testbed(args: argparse.Namespace) -> int:
+    """prm data testbed -i problems.jsonl -o testbed.jsonl [--error-rate 0.5] [--seed S] [--per-problem N]
+    [--heldout-fraction F --heldout-out heldout.jsonl]"""
+    from tqdm import tqdm
+
+    from prm.jsonl import JsonlWriter, load_records
+
+    if not 0.0 <= args.error_rate <= 1.0:
+        raise PrmError(f"--error-rate must be in [0, 1], got {args.error_rate}")
+    if args.per_problem < 1:
+        raise PrmError(f"--per-problem must be at least 1, got {args.per_problem}")
+    if (args.heldout_fraction > 0) != bool(args.heldout_out):
+        raise PrmError("--heldout-fraction and --heldout-out go together")
+    problems = load_records(args.input, Problem)
+    for lineno, problem in enumerate(problems, start=1):
+        if reference_steps(problem) is None:
+            raise InputError(args.input, lineno, "meta.reference_steps",
+                             f"problem {problem.id} has no reference steps (a list of non-empty strings); "
+                             "make problems with: prm data problems --source gsm_symbolic")
+    stats = TestbedStats()
+    writer = JsonlWriter(args.output, resume=True)
+    held_writer = JsonlWriter(args.heldout_out, resume=True) if args.heldout_out else None
+    written = held = 0
+    try:
+        for problem in tqdm(problems, desc="testbed", unit="problem"):
+            for sol in make_solutions(problem, args.error_rate, args.seed, args.per_problem, stats=stats):
+                if held_writer is not None and is_heldout(sol.problem_id, args.heldout_fraction, args.seed):
+                    if sol.id not in held_writer.done:
+                        held_writer.write(step_item(sol))
+                        held += 1
+                elif sol.id not in writer.done:
+                    writer.write(sol)
+                    written += 1
+    finally:
+        writer.close()
+        if held_writer is not None:
+            held_writer.close()
+    hist = ", ".join(f"{k}: {v}" for k, v in sorted(stats.first_error_hist.items()))
+    print(f"{stats.problems} problems -> {stats.correct} correct and {stats.with_error} with an injected error "
+          f"(true_first_error counts {{{hist}}}); {written} new record(s) in {args.output}"
+          + (f", {held} held-out item(s) in {args.heldout_out}" if held_writer is not None else ""))
+    if stats.reference_wrong:
+        print(f"skipped {stats.reference_wrong} problem(s) whose reference answer does not grade as gold")
+    if stats.no_arithmetic or stats.error_not_propagated:
+        print(f"kept correct: {stats.no_arithmetic} without checkable arithmetic, "
+              f"{stats.error_not_propagated} where no injected error changed the final answer")
+    return 0
+
+
+def add_command(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser("testbed", help="synthetic solutions with known first errors (from gsm_symbolic)")
+    p.add_argument("-i", "--input", required=True, help="problems JSONL with meta.reference_steps")
+    p.add_argument("-o", "--output", required=True, help="testbed solutions JSONL (resumable)")
+    p.add_argument("--error-rate", type=float, default=0.5, help="share of solutions with an injected error")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-problem", type=int, default=1, help="solutions per problem (each drawn independently)")
+    p.add_argument("--heldout-fraction", type=float, default=0.0,
+                   help="share of problems held out as ProcessBench-style items (needs --heldout-out)")
+    p.add_argument("--heldout-out", default=None, help="StepErrorItem JSONL for the held-out problems")
+    p.set_defaults(func=run_testbed)
