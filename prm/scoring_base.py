@@ -1,0 +1,271 @@
+"""The batching engine shared by every PRM format: one forward pass per solution, little padding.
+
+A format turns (problem, steps) into token ids plus the positions where its head is read, one per step
+(`encode`), runs its backbone over a padded batch (`hidden_states`) and maps the hidden states gathered at
+those positions to probabilities (`head`). `Scorer.score` sorts the solutions by length, cuts batches of at
+most `batch_size` sequences (and `max_tokens` padded tokens), right-pads, runs the backbone once per batch and
+puts the scores back in input order. `reference_scores` is each format's own published procedure: one
+forward pass per step over the prefix that ends with that step, unbatched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prm.errors import PrmError
+
+
+@dataclass
+class Encoded:
+    """Token ids of one solution and the positions (one per step) where the head is read."""
+
+    input_ids: list[int]
+    positions: list[int]
+
+
+@dataclass
+class ScoreStats:
+    """What the last `score` call did: sequences, real tokens, padded tokens, forward passes."""
+
+    sequences: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches, longest first, so sequences of similar length share a batch.
+
+    A batch holds at most `batch_size` sequences and, when `max_tokens` is set, at most `max_tokens`
+    padded tokens (a single longer sequence still gets a batch of its own).
+    """
+    if batch_size < 1:
+        raise PrmError(f"batch size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        full = len(current) >= batch_size or (
+            max_tokens is not None and current and lengths[current[0]] * (len(current) + 1) > max_tokens
+        )
+        if full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and weight-loading bars (unused heads are expected here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _local_or_cached(path: str, filename: str) -> str | None:
+    """A checkpoint file from a local folder or the hub cache (None when absent)."""
+    local = Path(path) / filename
+    if Path(path).is_dir():
+        return str(local) if local.exists() else None
+    try:
+        from transformers.utils import cached_file
+
+        return cached_file(path, filename, _raise_exceptions_for_missing_entries=False)
+    except Exception:  # noqa: BLE001 - offline, unknown repo: treated as absent
+        return None
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """The checkpoint's config.json as a plain dict."""
+    file = _local_or_cached(path, "config.json")
+    if file is None:
+        raise PrmError(f"{path}: no config.json (not a model folder or hub id)")
+    return json.loads(Path(file).read_text(encoding="utf-8"))
+
+
+def weight_files(path: str) -> dict[str, str]:
+    """Weight name -> file holding it (safetensors or .bin, single file or sharded with an index)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = _local_or_cached(path, index_name)
+        if index is not None:
+            weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
+            folder = Path(index).parent
+            return {name: str(folder / file) for name, file in weight_map.items()}
+    single = _local_or_cached(path, "model.safetensors")
+    if single is not None:
+        from safetensors import safe_open
+
+        with safe_open(single, "pt") as fh:
+            return {name: single for name in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    single = _local_or_cached(path, "pytorch_model.bin")
+    if single is not None:
+        import torch
+
+        return {name: single for name in torch.load(single, map_location="cpu", weights_only=True)}
+    raise PrmError(f"{path}: no model.safetensors, pytorch_model.bin or index file")
+
+
+def load_tensors(path: str, names: list[str]) -> dict[str, Any]:
+    """Read a few named tensors without loading the rest of the checkpoint."""
+    import torch
+
+    files = weight_files(path)
+    missing = [n for n in names if n not in files]
+    if missing:
+        raise PrmError(f"{path}: checkpoint has no weight {missing[0]}")
+    out: dict[str, Any] = {}
+    for name in names:
+        file = files[name]
+        if file.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(file, "pt") as fh:
+                out[name] = fh.get_tensor(name)
+        else:
+            out[name] = torch.load(file, map_location="cpu", weights_only=True)[name]
+    return out
+
+
+class Scorer:
+    """Scores every step of each solution in one forward pass per solution, batched.
+
+    Subclasses set `format` and `self.backbone` (a bare transformer returning `last_hidden_state`) and
+    implement `encode`, `head` and `reference_step`.
+    """
+
+    format: ClassVar[str] = ""
+    backbone: Any
+
+    def __init__(self, tokenizer: Any, device: str, dtype: Any, max_positions: int | None = None):
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.max_positions = max_positions
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.stats = ScoreStats()
+        self._warned_long = False
+
+    # ---- implemented by each format -------------------------------------------------------------
+    def encode(self, problem: str, steps: list[str]) -> Encoded:
+        raise NotImplementedError
+
+    def hidden_states(self, input_ids: Any, attention_mask: Any) -> Any:
+        """Backbone forward over a padded batch: [batch, length, hidden] (the head is applied by `head`)."""
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def head(self, hidden: Any) -> Any:
+        """[n, hidden] states at step positions -> [n] probabilities (float32)."""
+        raise NotImplementedError
+
+    def reference_step(self, problem: str, steps: list[str]) -> float:
+        """The format's own procedure for the LAST of `steps`: one unbatched forward pass over the prefix."""
+        raise NotImplementedError
+
+    # ---- shared -----------------------------------------------------------------------------------
+    def encode_checked(self, index: int, problem: str, steps: list[str]) -> Encoded:
+        if not steps:
+            raise PrmError(f"solution {index}: no steps to score")
+        enc = self.encode(problem, steps)
+        if len(enc.positions) != len(steps):
+            raise PrmError(f"solution {index}: {len(enc.positions)} step positions found for {len(steps)} steps "
+                           f"(format {self.format}: the step tag must be one token, never produced by content)")
+        if self.max_positions and len(enc.input_ids) > self.max_positions and not self._warned_long:
+            print(f"warning: a solution has {len(enc.input_ids)} tokens, more than the model's "
+                  f"{self.max_positions} positions; its later steps may score poorly", file=sys.stderr)
+            self._warned_long = True
+        return enc
+
+    def encode_all(self, problems: list[str], steps: list[list[str]]) -> list[Encoded]:
+        if len(problems) != len(steps):
+            raise PrmError(f"{len(problems)} problems for {len(steps)} step lists")
+        return [self.encode_checked(i, p, s) for i, (p, s) in enumerate(zip(problems, steps, strict=True))]
+
+    def pad_batch(self, encoded: list[Encoded]) -> tuple[Any, Any]:
+        """Right-padded input ids and attention mask on the scorer's device."""
+        import torch
+
+        width = max(len(e.input_ids) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids, dtype=torch.long)
+            mask[row, : len(e.input_ids)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def score_encoded(self, encoded: list[Encoded], batch_size: int = 8, max_tokens: int | None = None,
+                      progress: Any = None) -> list[list[float]]:
+        """Scores for already encoded solutions; `progress` (a tqdm bar) is advanced per solution."""
+        import torch
+
+        out: list[list[float]] = [[] for _ in encoded]
+        stats = ScoreStats(sequences=len(encoded))
+        with torch.inference_mode():
+            for batch in plan_batches([len(e.input_ids) for e in encoded], batch_size, max_tokens):
+                items = [encoded[i] for i in batch]
+                ids, mask = self.pad_batch(items)
+                hidden = self.hidden_states(ids, mask)
+                rows = torch.tensor([r for r, e in enumerate(items) for _ in e.positions], device=hidden.device)
+                cols = torch.tensor([p for e in items for p in e.positions], device=hidden.device)
+                probs = self.head(hidden[rows, cols]).float().cpu().tolist()
+                start = 0
+                for i, e in zip(batch, items, strict=True):
+                    out[i] = probs[start : start + len(e.positions)]
+                    start += len(e.positions)
+                stats.batches += 1
+                stats.tokens += int(mask.sum())
+                stats.padded_tokens += ids.numel()
+                stats.steps += len(probs)
+                if progress is not None:
+                    progress.update(len(batch))
+        self.stats = stats
+        return out
+
+    def score(self, problems: list[str], steps: list[list[str]], batch_size: int = 8,
+              max_tokens: int | None = None, progress: Any = None) -> list[list[float]]:
+        """P(step correct) for every step of every solution, in input order (probabilities in [0, 1])."""
+        return self.score_encoded(self.encode_all(problems, steps), batch_size, max_tokens, progress)
+
+    def reference_scores(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
+        """The format's reference procedure: per-step prefixes, one forward pass per step, unbatched."""
+        import torch
+
+        if len(problems) != len(steps):
+            raise PrmError(f"{len(problems)} problems for {len(steps)} step lists")
+        with torch.inference_mode():
+            return [[float(self.reference_step(p, s[: k + 1])) for k in range(len(s))]
+                    for p, s in zip(problems, steps, strict=True)]
+
+    def describe(self) -> str:
+        return f"{self.format} on {self.device} ({str(self.dtype).replace('torch.', '')})"
+
+
+def find_token(tokenizer: Any, probe: str, text: str, what: str) -> int:
+    """The id of `text` as it appears at the end of `probe` (e.g. 'x ки'), which must be one whole token."""
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    token = ids[-1] if ids else None
+    if token is None or tokenizer.decode([token]).strip() != text:
+        pieces = [tokenizer.decode([i]) for i in ids]
+        raise PrmError(f"the {what} {text!r} is not one token in this tokenizer ({probe!r} -> {pieces}); "
+                       f"this checkpoint does not read steps in that format")
+    return int(token)
