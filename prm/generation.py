@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -106,6 +107,15 @@ def truncate_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     if not cuts:
         return text, False
     return text[: min(cuts)], True
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_template(template: str, values: dict[str, Any]) -> str:
+    """Replace `{name}` for each name in `values`, in one pass: other braces (`\\boxed{}`) stay as they
+    are, and text inserted for one field is never searched for another."""
+    return _FIELD.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass. Each stage adds its own line here."""
+    from data_synthesis.consensus import ConsensusConfig
+    from data_synthesis.judge import JudgeConfig
+    from data_synthesis.mc import MCConfig
     from data_synthesis.problems import ProblemsConfig
+    from data_synthesis.sample import SampleConfig
     from eval.config import EvalConfig
 
     classes: dict[str, type] = {}
     classes["problems"] = ProblemsConfig
+    classes["sample"] = SampleConfig
+    classes["judge"] = JudgeConfig
+    classes["mc"] = MCConfig
+    classes["consensus"] = ConsensusConfig
     classes["eval"] = EvalConfig
     return classes

@@ -1,0 +1,342 @@
+"""`prm annotate judge`: an LLM judge names the earliest wrong step of each solution (ProcessBench style).
+
+    prm annotate judge --config configs/FILE.yaml -i solutions.jsonl -o judged.jsonl [--shard I/N] [key=value ...]
+    prm annotate judge -i solutions.jsonl -o judged.jsonl generator.model=Qwen/Qwen2.5-7B-Instruct votes=5 temperature=0.7
+    prm annotate judge -i solutions.jsonl -o judged.jsonl generator.backend=openai \\
+        generator.base_url=http://judge-host:8000/v1 generator.model=Qwen/Qwen2.5-72B-Instruct
+
+The judge reads the problem and the steps, each in indexed tags (`<paragraph_0>...</paragraph_0>`), and
+answers with the index of the earliest wrong paragraph in `\\boxed{}`, or `\\boxed{-1}` if all are correct.
+
+Parse rules (the prompt states them too), for a solution of n steps:
+- exactly one `\\boxed{...}` holding an integer v with -1 <= v < n -> v;
+- several boxes that all hold the same value count as that one value;
+- no box, a box that is not an integer, an integer outside [-1, n-1], or several boxes with different
+  values -> unparsed (None), with the reason `no_box`, `not_integer`, `out_of_range` or `several_boxes`.
+With `votes` = m > 1 samples per solution: `first_error` = the most common parsed vote; a tie goes to the
+earliest step index, and a tie between a step index and -1 goes to the step (a flagged error outweighs an
+equal number of "all correct" votes); None when no vote parsed. `parsed` = at least one vote parsed.
+
+Each output record is the input Solution with `judge: {first_error, votes, parsed, raw, reasons}` added
+(`raw` = the m raw outputs, `reasons` = each vote's parse outcome); every other field is kept. The report
+(printed and written to `<output>.report.json`, over the whole output file, so a resumed run reports on
+everything) counts votes by parse outcome and, where the truth is known (`true_first_error`, as the
+synthetic testbed writes it), gives the judge's first-error accuracy and ProcessBench's F1.
+Sharding is by solution id; rerunning the same command resumes (judged ids are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prm.config import option
+from prm.errors import ConfigError, InputError
+from prm.generation import (
+    Generator,
+    GeneratorConfig,
+    Prompt,
+    SamplingConfig,
+    check_sampling,
+    fill_template,
+    make_generator,
+)
+from prm.records import JudgeAnnotation, Solution
+
+DEFAULT_JUDGE_TEMPLATE = """\
+Below are a math problem and a proposed solution split into paragraphs. The paragraphs are numbered from 0 \
+and each is enclosed in tags: <paragraph_0>...</paragraph_0>, <paragraph_1>...</paragraph_1>, and so on.
+
+Check the paragraphs in order. A paragraph is wrong if it contains a calculation error, a false statement, \
+a misreading of the problem, or a step that does not follow from what came before it. Find the earliest \
+wrong paragraph.
+
+[Problem]
+{problem}
+
+[Solution]
+{paragraphs}
+
+Reason briefly, then give your verdict as one integer inside \\boxed{}: the index of the earliest wrong \
+paragraph (0 to {last_index}), or \\boxed{-1} if every paragraph is correct. Write \\boxed{} exactly once. \
+A reply with no box, with anything but an integer in the box, with an index outside -1 to {last_index}, \
+or with several boxes that disagree is discarded."""
+
+PARSED, NO_BOX, NOT_INTEGER, OUT_OF_RANGE, SEVERAL_BOXES = (
+    "parsed", "no_box", "not_integer", "out_of_range", "several_boxes")
+OUTCOMES = (PARSED, NO_BOX, NOT_INTEGER, OUT_OF_RANGE, SEVERAL_BOXES)
+
+
+@dataclass
+class JudgeConfig:
+    """Section `judge:` of a config file."""
+
+    generator: GeneratorConfig = option(default_factory=GeneratorConfig, help="the judge model and its backend")
+    votes: int = option(1, help="judge samples per solution (majority vote); > 1 needs temperature > 0")
+    max_new_tokens: int = option(1024, help="longest judge reply, in tokens")
+    temperature: float = option(0.0, help="sampling temperature (0 = greedy)")
+    top_p: float = option(1.0, help="nucleus sampling threshold")
+    seed: int = option(0, help="sampling seed")
+    system_prompt: str = option("", help="system message (chat style); empty = none")
+    template: str = option(
+        DEFAULT_JUDGE_TEMPLATE,
+        help="judge prompt; {problem}, {paragraphs}, {last_index} and {n_steps} are filled in")
+    prompt_style: Literal["chat", "text"] = option("chat", help="chat (chat template) or text (plain prompt)")
+    batch_solutions: int = option(16, help="solutions per generation call; output is written after each")
+    input: str | None = option(None, help="Solution records (JSONL)")
+    output: str | None = option(None, help="the same records with `judge` added (JSONL)")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(n=self.votes, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                              top_p=self.top_p, seed=self.seed)
+
+    def check(self) -> None:
+        if self.votes < 1:
+            raise ConfigError(f"judge.votes must be at least 1, got {self.votes}")
+        if self.votes > 1 and self.temperature == 0:
+            raise ConfigError("judge.votes > 1 with temperature=0 gives identical votes: set temperature > 0")
+        if self.batch_solutions < 1:
+            raise ConfigError(f"judge.batch_solutions must be at least 1, got {self.batch_solutions}")
+        for key in ("{problem}", "{paragraphs}"):
+            if key not in self.template:
+                raise ConfigError(f"judge.template must contain {key}")
+        if not self.input:
+            raise ConfigError("judge: no input file (give -i solutions.jsonl or input=...)")
+        if not self.output:
+            raise ConfigError("judge: no output file (give -o judged.jsonl or output=...)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prompt and parsing
+
+
+def format_paragraphs(steps: list[str]) -> str:
+    return "\n\n".join(f"<paragraph_{i}>\n{step}\n</paragraph_{i}>" for i, step in enumerate(steps))
+
+
+def build_judge_prompt(cfg: JudgeConfig, solution: Solution) -> Prompt:
+    text = fill_template(cfg.template, {
+        "problem": solution.problem, "paragraphs": format_paragraphs(solution.steps),
+        "last_index": len(solution.steps) - 1, "n_steps": len(solution.steps),
+    })
+    if cfg.prompt_style == "text":
+        return f"{cfg.system_prompt}\n\n{text}\n" if cfg.system_prompt else f"{text}\n"
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return [*messages, {"role": "user", "content": text}]
+
+
+_BOXED = re.compile(r"\\boxed\s*\{")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\s*\{(.*)\}$", re.DOTALL)
+
+
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every `\\boxed{...}` (balanced braces); an unclosed box at the end is ignored."""
+    contents = []
+    for match in _BOXED.finditer(text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            contents.append(text[match.end() : i - 1])
+    return contents
+
+
+def _normalize(content: str) -> str:
+    """'  2 ' -> '2', '$-1$' -> '-1', '\\text{3}' -> '3', '- 1' -> '-1'."""
+    value = content.strip().strip("$").strip()
+    wrapped = _WRAPPER.match(value)
+    if wrapped:
+        value = wrapped.group(1).strip()
+    return re.sub(r"\s+", "", value)
+
+
+def parse_verdict(text: str, n_steps: int) -> tuple[int | None, str]:
+    """(first_error or None, outcome) for one judge reply, by the parse rules in the module docstring."""
+    boxes = [_normalize(c) for c in boxed_contents(text)]
+    if not boxes:
+        return None, NO_BOX
+    if len(set(boxes)) > 1:
+        return None, SEVERAL_BOXES
+    if not _INTEGER.match(boxes[0]):
+        return None, NOT_INTEGER
+    value = int(boxes[0])
+    if not -1 <= value < n_steps:
+        return None, OUT_OF_RANGE
+    return value, PARSED
+
+
+def majority_vote(votes: list[int | None]) -> int | None:
+    """The most common parsed vote; ties -> the earliest step index, a step index before -1."""
+    counts = Counter(v for v in votes if v is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return min((v for v, c in counts.items() if c == best), key=lambda v: (v == -1, v))
+
+
+def judge_annotation(raw: list[str], n_steps: int) -> JudgeAnnotation:
+    parsed = [parse_verdict(text, n_steps) for text in raw]
+    votes = [v for v, _ in parsed]
+    return JudgeAnnotation(first_error=majority_vote(votes), votes=votes, parsed=any(v is not None for v in votes),
+                           raw=list(raw), extra={"reasons": [r for _, r in parsed]})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report
+
+
+def judge_report(solutions: list[Solution]) -> dict[str, Any]:
+    """Vote outcomes, solutions parsed, and agreement with `true_first_error` where it is known."""
+    outcomes: Counter[str] = Counter()
+    report: dict[str, Any] = {"solutions": 0, "parsed": 0, "unparsed": 0}
+    known = correct = known_parsed = 0
+    by_truth = {"error": [0, 0], "correct": [0, 0]}  # [right, total] on erroneous / fully correct solutions
+    for s in solutions:
+        if s.judge is None:
+            continue
+        report["solutions"] += 1
+        report["parsed" if s.judge.parsed else "unparsed"] += 1
+        reasons = (s.judge.extra or {}).get("reasons")
+        if not isinstance(reasons, list):  # a judge field written elsewhere: re-derive the outcomes
+            raw = s.judge.raw if isinstance(s.judge.raw, list) else [s.judge.raw]
+            reasons = [parse_verdict(t, len(s.steps))[1] for t in raw]
+        outcomes.update(reasons)
+        truth = s.extra.get("true_first_error")
+        if isinstance(truth, int) and not isinstance(truth, bool):
+            known += 1
+            hit = s.judge.first_error == truth
+            correct += int(hit)
+            known_parsed += int(s.judge.parsed)
+            bucket = by_truth["correct" if truth == -1 else "error"]
+            bucket[0] += int(hit)
+            bucket[1] += 1
+    report["votes"] = {k: outcomes.get(k, 0) for k in OUTCOMES}
+    if known:
+        acc_err = by_truth["error"][0] / by_truth["error"][1] if by_truth["error"][1] else None
+        acc_ok = by_truth["correct"][0] / by_truth["correct"][1] if by_truth["correct"][1] else None
+        f1 = None  # ProcessBench's F1: harmonic mean of the accuracies on erroneous and on correct solutions
+        if acc_err is not None and acc_ok is not None:
+            f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok > 0 else 0.0
+        report["truth"] = {
+            "known": known, "accuracy": correct / known, "matches": correct,
+            "accuracy_over_parsed": correct / known_parsed if known_parsed else None,
+            "accuracy_on_erroneous": acc_err, "accuracy_on_correct": acc_ok, "processbench_f1": f1,
+        }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    v = report["votes"]
+    lines = [
+        f"judge: {report['solutions']} solutions, {report['parsed']} parsed, {report['unparsed']} unparsed; "
+        f"votes: {v[PARSED]} parsed, {v[NO_BOX]} no box, {v[NOT_INTEGER]} not an integer, "
+        f"{v[OUT_OF_RANGE]} out of range, {v[SEVERAL_BOXES]} several boxes"
+    ]
+    truth = report.get("truth")
+    if truth:
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.1%}"
+
+        lines.append(
+            f"judge vs true_first_error ({truth['known']} known): accuracy {pct(truth['accuracy'])} "
+            f"({truth['matches']}/{truth['known']}, unparsed count as wrong), over parsed "
+            f"{pct(truth['accuracy_over_parsed'])}; erroneous {pct(truth['accuracy_on_erroneous'])}, "
+            f"correct {pct(truth['accuracy_on_correct'])}, F1 {pct(truth['processbench_f1'])}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run
+
+
+def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
+              generator: Generator | None = None) -> dict[str, Any]:
+    """Judge every solution not yet in the output; returns the report over the whole output file."""
+    from tqdm import tqdm
+
+    from prm.jsonl import JsonlWriter, load_records
+    from prm.shards import in_shard, shard_path
+
+    cfg.check()
+    check_sampling(cfg.sampling())
+    solutions = load_records(cfg.input, Solution)  # validated whole before anything is written
+    seen: set[str] = set()
+    for s in solutions:
+        if s.id in seen:
+            raise InputError(str(cfg.input), None, "id", f"duplicate solution id {s.id!r}")
+        seen.add(s.id)
+    output = Path(cfg.output)  # type: ignore[arg-type]
+    if shard is not None:
+        solutions = [s for s in solutions if in_shard(s.id, *shard)]
+        output = shard_path(output, *shard)
+
+    start = time.time()
+    written = tokens = 0
+    with JsonlWriter(output, resume=True) as writer:
+        pending = [s for s in solutions if s.id not in writer.done]
+        if pending and generator is None:
+            generator = make_generator(cfg.generator)
+        sampling = cfg.sampling()
+        bar = tqdm(total=len(pending), unit="solution", desc="judge", dynamic_ncols=True, mininterval=1.0)
+        for lo in range(0, len(pending), cfg.batch_solutions):
+            batch = pending[lo : lo + cfg.batch_solutions]
+            outputs = generator.generate([build_judge_prompt(cfg, s) for s in batch], sampling)  # type: ignore[union-attr]
+            for solution, completions in zip(batch, outputs, strict=True):
+                tokens += sum(c.tokens for c in completions)
+                judged = dataclasses.replace(solution, judge=judge_annotation([c.text for c in completions],
+                                                                              len(solution.steps)))
+                judged.check()
+                writer.write(judged)
+                written += 1
+            bar.update(len(batch))
+        bar.close()
+    report = judge_report(load_records(output, Solution))
+    report.update(written=written, already_done=len(solutions) - len(pending), tokens=tokens,
+                  seconds=round(time.time() - start, 2), output=str(output))
+    report_path = output.with_name(output.name + ".report.json")
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(report_path)
+    print(f"judge: {written} solutions judged now ({report['already_done']} already done), {tokens} tokens "
+          f"in {report['seconds']:.1f} s -> {output}")
+    print(format_report(report))
+    return report
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from prm.config import load_section
+    from prm.shards import parse_shard
+
+    cfg = load_section(JudgeConfig, "judge", args.config, args.overrides)
+    if args.input:
+        cfg = dataclasses.replace(cfg, input=args.input)
+    if args.output:
+        cfg = dataclasses.replace(cfg, output=args.output)
+    shard = parse_shard(args.shard) if args.shard else None
+    run_judge(cfg, shard)
+    return 0
+
+
+def add_command(annotate_sub: argparse._SubParsersAction) -> None:
+    """`prm annotate judge`."""
+    from prm.cli import add_config_args, add_shard_arg
+
+    parser = annotate_sub.add_parser(
+        "judge", help="an LLM judge names the earliest wrong step of each solution",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-i", "--input", default=None, help="solutions JSONL (overrides judge.input)")
+    parser.add_argument("-o", "--output", default=None, help="judged solutions JSONL (overrides judge.output)")
+    add_shard_arg(parser)
+    add_config_args(parser)
+    parser.set_defaults(func=_cmd_judge)
