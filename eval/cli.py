@@ -8,5 +8,7 @@ import argparse
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add `prm score` and the `prm eval` group to the top-level subparsers."""
     from eval.commands import add_eval_group
+    from eval.scoring_cli import add_score_command
 
+    add_score_command(sub)
     add_eval_group(sub)

@@ -14,6 +14,7 @@ def section_classes() -> dict[str, type]:
     from data_synthesis.problems import ProblemsConfig
     from data_synthesis.sample import SampleConfig
     from eval.config import EvalConfig
+    from eval.scoring_cli import ScoreConfig
 
     classes: dict[str, type] = {}
     classes["problems"] = ProblemsConfig
@@ -22,4 +23,5 @@ def section_classes() -> dict[str, type]:
     classes["mc"] = MCConfig
     classes["consensus"] = ConsensusConfig
     classes["eval"] = EvalConfig
+    classes["score"] = ScoreConfig
     return classes

@@ -27,6 +27,7 @@ from typing import Any
 
 from prm.errors import PrmError
 from prm.models import EMBEDDED_MODEL, load_tokenizer
+from prm.scoring_base import quiet_transformers
 
 FORMATS = ("ours", "qwen_prm", "math_shepherd", "rlhflow", "skywork")
 
@@ -150,17 +151,19 @@ def _skywork(path: Path, tokenizer: Any, gen: Any) -> None:
 
 
 def _ours(path: Path, tokenizer_name: str, seed: int) -> None:
+    import tempfile
+
     import torch
 
-    try:
-        from prm.prm_model import build_prm
-    except ImportError as exc:
-        raise PrmError(f"format 'ours' needs prm/prm_model.py ({exc})") from None
     from prm.models import tiny_causal_lm
+    from prm.prm_model import build_prm
 
     backbone, tokenizer = tiny_causal_lm(tokenizer_name, seed, initializer_range=INIT_STD)
-    torch.manual_seed(seed)
-    model, tokenizer = build_prm(backbone, tokenizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        backbone.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.manual_seed(seed)
+        model, tokenizer = build_prm(tmp)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
@@ -174,12 +177,14 @@ def make_tiny_checkpoint(format: str, path: str | Path, tokenizer_name: str = EM
         raise PrmError(f"unknown PRM format '{format}'; choose one of {', '.join(FORMATS)}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if format == "ours":
-        _ours(path, tokenizer_name, seed)
-        return str(path)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    tokenizer = load_tokenizer(tokenizer_name)
-    builders = {"qwen_prm": _qwen_prm, "math_shepherd": _math_shepherd, "rlhflow": _rlhflow, "skywork": _skywork}
-    builders[format](path, tokenizer, gen)
+    with quiet_transformers():
+        if format == "ours":
+            _ours(path, tokenizer_name, seed)
+            return str(path)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        tokenizer = load_tokenizer(tokenizer_name)
+        builders = {"qwen_prm": _qwen_prm, "math_shepherd": _math_shepherd, "rlhflow": _rlhflow,
+                    "skywork": _skywork}
+        builders[format](path, tokenizer, gen)
     return str(path)

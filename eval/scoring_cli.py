@@ -1,0 +1,146 @@
+"""`prm score`: add PRM step scores to Solution, StepErrorItem (ProcessBench) or BoN JSONL files.
+
+    prm score --model PATH -i solutions.jsonl -o scored.jsonl [--format auto] [--batch-size 8] [--device auto]
+    prm score --model Qwen/Qwen2.5-Math-PRM-7B -i processbench_gsm8k.jsonl -o scored.jsonl --batch-size 16
+    prm score --config configs/eval.yaml -i bon.jsonl -o scored_bon.jsonl batch_size=32
+
+The record type is read from the file's first record; every record is validated before anything is written.
+Each output record is the input record with `step_scores` (one probability per step) added: on the record
+for Solution and StepErrorItem, on each candidate for BoN items. Output is appended record by record, so a
+rerun after a kill skips the records already written (`--no-resume` starts the file afresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prm.cli import add_config_args
+from prm.config import option
+from prm.errors import InputError, PrmError
+
+
+@dataclass
+class ScoreConfig:
+    """The `score:` section of a config file (flags override it)."""
+
+    model: str | None = option(None, help="PRM checkpoint: folder, hub id or embedded model name")
+    format: str = option("auto", help="auto, ours, qwen_prm, math_shepherd, rlhflow or skywork")
+    batch_size: int = option(8, help="solutions per forward pass (sorted by length, so padding stays small)")
+    max_tokens: int | None = option(None, help="also cap the padded tokens of a batch (long solutions)")
+    device: str = option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    dtype: str = option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    chunk: int = option(512, help="solutions scored between two writes to the output file")
+
+
+def add_score_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="add PRM step scores to Solution, ProcessBench or BoN JSONL files",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="PRM checkpoint (folder, hub id)")
+    p.add_argument("--format", default=None, help="checkpoint format (default auto: detected)")
+    p.add_argument("-i", "--input", required=True, help="Solution, StepErrorItem or BoN JSONL")
+    p.add_argument("-o", "--output", required=True, help="output JSONL (resumed when it exists)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--no-resume", action="store_true", help="overwrite the output instead of resuming it")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_score)
+
+
+def _config(args: argparse.Namespace) -> ScoreConfig:
+    from prm.config import load_section
+
+    cfg = load_section(ScoreConfig, "score", args.config, args.overrides)
+    flags = {"model": args.model, "format": args.format, "batch_size": args.batch_size,
+             "max_tokens": args.max_tokens, "device": args.device, "dtype": args.dtype}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    if not cfg.model:
+        raise PrmError("prm score needs --model (or score.model in the config)")
+    if cfg.batch_size < 1 or cfg.chunk < 1:
+        raise PrmError("batch size and chunk must be at least 1")
+    return cfg
+
+
+def detect_record_type(path: str) -> type:
+    """Solution, StepErrorItem or BonItem, from the keys of the file's first record."""
+    from prm.jsonl import iter_lines
+    from prm.records import BonItem, Solution, StepErrorItem, guess_record_type
+
+    if not Path(path).exists():
+        raise InputError(path, None, None, "no such file")
+    for lineno, raw in iter_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(path, lineno, None, "invalid JSON") from None
+        if not isinstance(data, dict):
+            raise InputError(path, lineno, None, "expected a JSON object")
+        cls = guess_record_type(data)
+        if cls not in (Solution, StepErrorItem, BonItem):
+            raise InputError(path, lineno, None, f"a {cls.__name__} record has no steps to score; "
+                                                 "expected Solution, StepErrorItem (ProcessBench) or BoN records")
+        return cls
+    raise InputError(path, None, None, "empty file: no records to score")
+
+
+def _solutions(record: Any) -> list[tuple[str, list[str], dict[str, Any]]]:
+    """(problem, steps, dict that receives step_scores) for each solution a record holds."""
+    if hasattr(record, "candidates"):
+        return [(record.problem, c.steps, c.extra) for c in record.candidates]
+    return [(record.problem, record.steps, record.extra)]
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from prm.jsonl import JsonlWriter, load_records
+    from prm.records import record_id
+    from prm.scoring import load_scorer
+
+    cfg = _config(args)
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise PrmError("the output must be a different file from the input")
+    records = load_records(args.input, detect_record_type(args.input))
+    writer = JsonlWriter(args.output, resume=not args.no_resume)
+    todo = [r for r in records if record_id(r) not in writer.done]
+    n_solutions = sum(len(_solutions(r)) for r in todo)
+    if not todo:
+        writer.close()
+        print(f"{args.output}: all {len(records)} record(s) already scored")
+        return 0
+    scorer = load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype)
+    print(f"scoring {n_solutions} solution(s) in {len(todo)} record(s) with {scorer.describe()}"
+          + (f"; {len(records) - len(todo)} already in {args.output}" if len(todo) < len(records) else ""))
+    tokens = steps = 0
+    start = time.perf_counter()
+    with writer, tqdm(total=n_solutions, unit="sol", file=sys.stderr, disable=None) as bar:
+        i = 0
+        while i < len(todo):
+            chunk, size = [], 0
+            while i < len(todo) and (not chunk or size + len(_solutions(todo[i])) <= cfg.chunk):
+                chunk.append(todo[i])
+                size += len(_solutions(todo[i]))
+                i += 1
+            slots = [s for r in chunk for s in _solutions(r)]
+            scores = scorer.score([s[0] for s in slots], [s[1] for s in slots], cfg.batch_size,
+                                  max_tokens=cfg.max_tokens, progress=bar)
+            for (_, _, target), values in zip(slots, scores, strict=True):
+                target["step_scores"] = values
+            for record in chunk:
+                writer.write(record)
+            tokens += scorer.stats.tokens
+            steps += scorer.stats.steps
+    seconds = max(time.perf_counter() - start, 1e-9)
+    print(f"scored {n_solutions} solution(s), {steps} step(s), {tokens} token(s) in {seconds:.1f} s: "
+          f"{n_solutions / seconds:.2f} solutions/s, {tokens / seconds:.0f} tokens/s -> {args.output}")
+    return 0
