@@ -149,8 +149,7 @@ def heatmap_figure(rows: Sequence[Sequence[float]], labels: Sequence[str], marks
     for i, r in enumerate(rows):
         grid[i, : len(r)] = r
     fig, ax = plt.subplots(figsize=(min(2 + 0.45 * width, 16), 1 + 0.4 * max(len(rows), 1)))
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#eeeeee")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#eeeeee")
     im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for i, m in enumerate(marks):
         if m is not None and m >= 0:
