@@ -18,6 +18,7 @@ metric deterministic and independent of candidate order.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -106,6 +107,7 @@ def _fallback_normalize(answer: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=1)
 def _grading_functions() -> tuple[Callable[[str], str] | None, Callable[[str, str], bool] | None]:
     """`prm.grading`'s normalizer and equivalence test, where that module exists (else None, None)."""
     try:
@@ -114,7 +116,7 @@ def _grading_functions() -> tuple[Callable[[str], str] | None, Callable[[str, st
         return None, None
     norm = getattr(grading, "normalize_answer", None)
     equiv = None
-    for name in ("answers_equivalent", "is_equivalent", "answers_match", "is_equiv"):
+    for name in ("answers_equivalent", "is_equivalent", "answers_match", "is_equiv", "grade"):
         if callable(getattr(grading, name, None)):
             equiv = getattr(grading, name)
             break
@@ -158,8 +160,8 @@ def answer_classes(answers: Sequence[str | None]) -> list[int]:
         if found < 0 and equiv is not None:
             for cid, (_, rraw) in enumerate(reps):
                 try:
-                    same = bool(equiv(rraw, raw))
-                except Exception:
+                    same = equiv(raw, rraw) is True  # only a plain True merges (never a truthy result object)
+                except Exception:  # a grader failing on odd input must not stop the evaluation
                     same = False
                 if same:
                     found = cid

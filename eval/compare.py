@@ -145,7 +145,9 @@ def write_compare_report(metrics: dict[str, Any], out_dir: str | Path) -> Path:
     report.add(md_table(["metric", "runs", "Spearman", "Kendall", "Pearson"], crow) if crow else
                "Nothing to correlate.")
     points: dict[str, list[tuple[float, float, str]]] = {}
-    for key in metrics["correlations"]:
+    # at most 12 panels: the metrics with the strongest rank correlation first
+    ranked = sorted(metrics["correlations"], key=lambda k: -abs(metrics["correlations"][k]["spearman"]["r"] or 0))
+    for key in ranked[:12]:
         pts = [(metrics["metrics"][key][n], metrics["metrics"][target][n], n) for n in names]
         pts = [(x, y, n) for x, y, n in pts if x is not None and y is not None]
         if pts:

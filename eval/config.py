@@ -40,7 +40,9 @@ class EvalConfig:
         help="PRMBench step F1: gold steps after the first error are 'exclude'd (unlabelled) or counted as 'error'",
     )
     gold_field: str = option(
-        "label", help="dotted field holding the gold first error on Solution records (e.g. consensus.first_error)"
+        "auto",
+        help="dotted field holding the gold first error on Solution records (e.g. consensus.first_error); "
+        "auto: `label`, else the testbed's `true_first_error`",
     )
     # Scoring before evaluation (--model)
     batch_size: int = option(8, help="batch size when scoring with --model")

@@ -165,9 +165,12 @@ def _dotted(data: dict[str, Any], key: str) -> Any:
     return node
 
 
-def load_step_items(path: str | Path, gold_field: str = "label") -> list[StepItem]:
+GOLD_FIELDS = ("label", "true_first_error")
+
+
+def load_step_items(path: str | Path, gold_field: str = "auto") -> list[StepItem]:
     """ProcessBench items (`label`) or Solution records (gold first error at `gold_field`, a dotted path into
-    the record such as `label` or `consensus.first_error`). Predictions found on each record: `step_scores`
+    the record such as `consensus.first_error`; `auto` takes `label`, else the testbed's `true_first_error`). Predictions found on each record: `step_scores`
     (a PRM), `judge.first_error` (the LLM judge), `predicted_first_error` (any other predictor). The split is
     the record's `split` field, else the file name without extension."""
     path = str(path)
@@ -183,12 +186,15 @@ def load_step_items(path: str | Path, gold_field: str = "label") -> list[StepIte
         if isinstance(rec, StepErrorItem):
             label = rec.label
         else:
-            label = _dotted(data, gold_field)
+            field_name = gold_field
+            if gold_field == "auto":
+                field_name = next((k for k in GOLD_FIELDS if _dotted(data, k) is not None), "label")
+            label = _dotted(data, field_name)
             if isinstance(label, bool) or not isinstance(label, int):
-                raise InputError(path, line, gold_field,
+                raise InputError(path, line, field_name,
                                  f"gold first error missing or not an integer ({label!r}); set eval.gold_field")
             if not -1 <= label < n:
-                raise InputError(path, line, gold_field, f"must be -1 or a step index in [0, {n - 1}], got {label}")
+                raise InputError(path, line, field_name, f"must be -1 or a step index in [0, {n - 1}], got {label}")
         extra = rec.extra  # type: ignore[attr-defined]
         scores = extra.get("step_scores")
         scores = None if scores is None else check_step_scores(scores, n, path, line, "step_scores")

@@ -105,7 +105,7 @@ def evaluate_pairwise(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
     return {
         "kind": "pairwise",
         "items": len(items),
-        "skipped_items": [p.problem_id for p in pools if p not in items],
+        "skipped_items": [p.problem_id for p in pools if all(p.correct) or not any(p.correct)],
         "ties": "count as wrong (accuracy); accuracy_ties_half gives half credit for reference",
         "aggregations": results,
         "headline": {f"{agg}.accuracy": r["accuracy"] for agg, r in results.items()},
@@ -163,4 +163,17 @@ def write_pairwise_report(metrics: dict[str, Any], out_dir: str | Path, source: 
     rows = [[agg, pct(r["accuracy"]), r["pairs"], r["ties"], pct(r["accuracy_ties_half"])]
             for agg, r in metrics["aggregations"].items()]
     report.add(md_table(["aggregation", "accuracy (%)", "pairs", "ties", "ties as half (%)"], rows))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    aggs = list(metrics["aggregations"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(aggs, [100 * metrics["aggregations"][a]["accuracy"] for a in aggs], color="#4c72b0")
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylabel("pairwise accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Chosen above rejected (ties wrong)")
+    report.figure(fig, "pairwise_accuracy.png", "Pairwise accuracy by aggregation")
     return report.write(metrics)

@@ -87,3 +87,44 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error:") and message in err
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+class LengthScorer:
+    """Stands in for a PRM checkpoint: a step's score falls with its position (0.9, 0.8, ...)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def score(self, problems, steps_list, batch_size):
+        self.calls.append(batch_size)
+        return [[0.9 - 0.1 * k for k in range(len(steps))] for steps in steps_list]
+
+
+def test_model_scores_first(tmp_path, monkeypatch, capsys):
+    import eval.data
+
+    scorer = LengthScorer()
+    monkeypatch.setattr(eval.data, "_load_scorer", lambda model, fmt: scorer)
+    unscored = json.loads(json.dumps(BON))
+    for item in unscored:
+        for c in item["candidates"]:
+            del c["step_scores"]
+    path = write(tmp_path / "unscored.jsonl", unscored)
+    assert main(["eval", "bon", "-i", path, "-o", str(tmp_path / "r"), "--model", "fake", "batch_size=3"]) == 0
+    assert scorer.calls == [3]
+    scored = [json.loads(line) for line in (tmp_path / "r" / "scored_bon.jsonl").read_text().splitlines()]
+    assert scored[1]["candidates"][3]["step_scores"] == pytest.approx([0.9, 0.8, 0.7])
+    # min picks the one-step candidates (0.9): A's is wrong ("7"), B's is wrong ("3")
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["headline"]["prm_min@4"] == 0.0
+    # testbed records: gold from true_first_error, prediction from the scorer
+    rows = [{"id": f"t{i}", "problem_id": "p", "problem": "q", "answer": "1", "steps": ["a", "b", "c"],
+             "final_answer": "1", "correct": tfe == -1, "generator": "testbed", "true_first_error": tfe}
+            for i, tfe in enumerate([-1, 2, 1])]
+    testbed = write(tmp_path / "testbed.jsonl", rows)
+    assert main(["eval", "steps", "-i", testbed, "-o", str(tmp_path / "s"), "--model", "fake",
+                 "--threshold", "0.75"]) == 0
+    res = json.loads((tmp_path / "s" / "metrics.json").read_text())["sources"]["prm"]["splits"]["testbed"]
+    # scores 0.9 0.8 0.7 -> first below 0.75 is step 2: t0 wrong, t1 right, t2 wrong
+    assert (res["acc_error"], res["acc_correct"], res["f1"]) == (0.5, 0.0, 0.0)
+    capsys.readouterr()
