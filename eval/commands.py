@@ -62,11 +62,13 @@ def _cmd_steps(args: argparse.Namespace) -> int:
     from eval.data import load_step_items, score_step_items
     from eval.step_error import evaluate_steps, write_steps_report
 
-    cfg = _config(args, threshold=args.threshold, fit_on=args.fit_on, after_error=args.after_error)
-    if args.threshold is not None and cfg.fit_on is not None:
+    if args.threshold is not None and args.fit_on is not None:
         from prm.errors import PrmError
 
         raise PrmError("give either --threshold or --fit-on, not both")
+    cfg = _config(args, threshold=args.threshold, fit_on=args.fit_on, after_error=args.after_error)
+    if args.threshold is not None:  # a fixed threshold on the command line wins over a configured fit_on
+        cfg = dataclasses.replace(cfg, fit_on=None)
     items = []
     for path in args.input:
         items.extend(load_step_items(path, cfg.gold_field))

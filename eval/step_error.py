@@ -215,6 +215,8 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
             result = evaluate_source(have, source, None, cfg.after_error)
             result["items_with_prediction"] = len(have)
             out["sources"][source] = result
+    if fit_on is not None and not scored:
+        raise PrmError(f"--fit-on {fit_on}: fitting a threshold needs step_scores (score the items or pass --model)")
     if not out["sources"]:
         raise PrmError("nothing to evaluate: items carry neither step_scores, judge.first_error nor "
                        "predicted_first_error (score them with `prm score` or pass --model)")
