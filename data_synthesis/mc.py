@@ -261,7 +261,7 @@ class PrefixSearch:
         self.tokens = 0
         self.done = False
         self.first_error = -1
-        self.last_rolled = not cfg.last_step_from_answer
+        self.last_known = cfg.last_step_from_answer  # the full solution's value is known
         if cfg.last_step_from_answer:
             self.values[self.n - 1] = 1.0 if solution.correct else 0.0
 
@@ -291,7 +291,7 @@ class ExhaustiveSearch(PrefixSearch):
 
     def __init__(self, solution: Solution, cfg: MCConfig):
         super().__init__(solution, cfg)
-        self.to_roll = list(range(self.n if self.last_rolled else self.n - 1))
+        self.to_roll = list(range(self.n - 1 if self.last_known else self.n))
         self._settle()
 
     def _settle(self) -> None:
@@ -319,7 +319,7 @@ class BinarySearch(PrefixSearch):
     def __init__(self, solution: Solution, cfg: MCConfig):
         super().__init__(solution, cfg)
         self.lo, self.hi = 0, self.n - 1
-        if not self.last_rolled:
+        if self.last_known:
             self._check_last()
 
     def _check_last(self) -> None:
@@ -331,13 +331,13 @@ class BinarySearch(PrefixSearch):
     def pending(self) -> list[int]:
         if self.done:
             return []
-        if not self.last_rolled:
+        if not self.last_known:
             return [self.n - 1]
         return [(self.lo + self.hi) // 2]
 
     def _after(self, j: int) -> None:
-        if not self.last_rolled:
-            self.last_rolled = True
+        if not self.last_known:
+            self.last_known = True
             self._check_last()
             return
         if self.bad(j):
