@@ -15,6 +15,7 @@ def section_classes() -> dict[str, type]:
     from data_synthesis.sample import SampleConfig
     from eval.config import EvalConfig
     from eval.scoring_cli import ScoreConfig
+    from train.config import TrainConfig
 
     classes: dict[str, type] = {}
     classes["problems"] = ProblemsConfig
@@ -24,4 +25,5 @@ def section_classes() -> dict[str, type]:
     classes["consensus"] = ConsensusConfig
     classes["eval"] = EvalConfig
     classes["score"] = ScoreConfig
+    classes["train"] = TrainConfig
     return classes

@@ -111,20 +111,34 @@ def read_examples(path: str | Path, fmt: str = "auto") -> list[SourcedExample]:
 
 
 def _read_via_formats(path: str, fmt: str) -> list[SourcedExample]:
-    """Math-Shepherd / PRM800K / ProcessBench -> TrainingExample through prm.formats (when installed)."""
-    try:
-        from prm import formats  # type: ignore[attr-defined]
-    except ImportError:
-        raise ConfigError(f"{path}: format {fmt!r} needs prm.formats, which is not available") from None
-    reader = getattr(formats, "read_training_examples", None) or getattr(formats, "to_training_examples", None)
-    if reader is None:
-        raise ConfigError(f"{path}: prm.formats has no read_training_examples(path, fmt)")
-    records = reader(path, None if fmt == "auto" else fmt)
-    out = []
-    for i, rec in enumerate(records, start=1):
-        example = rec if isinstance(rec, TrainingExample) else TrainingExample.from_dict(dict(rec))
-        out.append(SourcedExample(example, path, i))
+    """Math-Shepherd / PRM800K / ProcessBench rows -> TrainingExample through prm.formats (row -> Solution ->
+    TRL example holding the steps up to the first error; rows without a usable label are dropped)."""
+    from prm import formats
+
+    readers = {"math_shepherd": formats.math_shepherd_to_solution, "prm800k": formats.prm800k_to_solution,
+               "processbench": formats.processbench_to_solution}
+    out: list[SourcedExample] = []
+    for rowno, row in formats.load_rows(path):
+        kind = fmt if fmt != "auto" else _guess_format(row, path, rowno)
+        try:
+            example = formats.solution_to_trl(readers[kind](row))
+        except RecordError as exc:
+            rid = row.get("id")
+            who = f"record {rid}: " if rid is not None else ""
+            raise InputError(path, rowno, exc.field, f"{who}{exc.message}") from None
+        if example is not None:
+            out.append(SourcedExample(example, path, rowno))
     return out
+
+
+def _guess_format(row: dict[str, Any], path: str, rowno: int) -> str:
+    if "final_answer_correct" in row or ("steps" in row and "label" in row):
+        return "processbench"
+    if "input" in row and "label" in row:
+        return "math_shepherd"
+    if "question" in row and "label" in row:
+        return "prm800k"
+    raise InputError(path, rowno, None, "cannot tell the format of this row: set data.format")
 
 
 def tokenize_examples(examples: Iterable[SourcedExample], tokenizer: Any, max_length: int) -> list[Tokenized]:
