@@ -34,6 +34,13 @@ def _is_one_token(tokenizer: Any, probe: str, text: str) -> bool:
     return bool(ids) and tokenizer.decode([ids[-1]]).strip() == text
 
 
+def _weight_names(path: str) -> set[str]:
+    try:
+        return set(weight_files(path))
+    except PrmError:  # no weights to look at: the other rules decide
+        return set()
+
+
 def detect_format(path: str, tokenizer: Any = None) -> str:
     """The PRM format of a checkpoint folder or hub id (see the module docstring for the rules)."""
     config = read_config(path)
@@ -42,7 +49,7 @@ def detect_format(path: str, tokenizer: Any = None) -> str:
     archs = [str(a) for a in config.get("architectures") or []]
     if any(a.endswith("ForProcessRewardModel") for a in archs):
         return "qwen_prm"
-    if any(a.endswith("ForPrmModel") for a in archs) or SkyworkScorer.head_names(set(weight_files(path))):
+    if any(a.endswith("ForPrmModel") for a in archs) or SkyworkScorer.head_names(_weight_names(path)):
         return "skywork"
     if any(a.endswith("ForCausalLM") for a in archs):
         name = str(path).lower()
