@@ -34,6 +34,17 @@ STEPS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory, tokenizer) -> dict[str, str]:
     root = tmp_path_factory.mktemp("tiny-prms")
