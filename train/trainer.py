@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +332,9 @@ class Trainer:
                 dist.barrier()
                 if wandb_run is not None:
                     wandb_run.finish(exit_code=PREEMPTED_EXIT_CODE)
+                # Saved: a second signal (the launcher stopping its workers) must not turn exit 75 into a kill.
+                for sig in (signal.SIGTERM, signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_IGN)
                 return PREEMPTED_EXIT_CODE
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 self._save_checkpoint(step)
@@ -353,7 +357,7 @@ class Trainer:
         if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
             os.environ["WANDB_MODE"] = "offline"
         id_file = self.out / "wandb_run_id"
-        run_id = id_file.read_text().strip() if self.resume and id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if self.resume and id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         return wandb.init(project=self.cfg.wandb_project, name=self.cfg.run_name or self.out.name, id=run_id,
                           resume="allow", dir=str(self.out), config=to_dict(self.cfg))

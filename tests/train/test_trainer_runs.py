@@ -1,0 +1,78 @@
+"""Real training runs of the tiny model on toy data (single process, DeepSpeed ZeRO-2 on CPU/gloo).
+
+The saved folder loads with plain transformers and scores at the marker positions; LoRA is merged on save;
+wandb offline writes a run with the loss curve, report_to=none writes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prm.prm_model import encode_steps, load_prm, score_steps
+from prm.steps import STEP_MARKER
+from train.toy_data import toy_examples
+
+from .trainer_helpers import base_overrides, losses, run_train, write_toy
+
+
+def _check_final_folder(final, examples):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    assert AutoModelForTokenClassification.from_pretrained(final).num_labels == 2  # saved dtype, as is
+    model = AutoModelForTokenClassification.from_pretrained(final, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(final)
+    mid = tok.convert_tokens_to_ids(STEP_MARKER)
+    assert model.config.step_marker_id == mid and model.config.num_labels == 2
+    prm_model, prm_tok = load_prm(str(final), "cpu", "fp32")
+    for ex in examples:
+        enc = encode_steps(tok, ex.prompt, ex.completions)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0].float()
+        assert [enc.input_ids[p] for p in enc.marker_positions] == [mid] * len(ex.completions)
+        plain = torch.softmax(logits[enc.marker_positions], -1)[:, 1].tolist()
+        assert len(plain) == len(ex.completions) and all(0.0 <= p <= 1.0 for p in plain)
+        assert score_steps(prm_model, prm_tok, ex.prompt, ex.completions) == pytest.approx(plain, abs=1e-4)
+    return model
+
+
+def test_full_run_wandb_offline_and_plain_loading(tmp_path, tiny_model_dir):
+    data = write_toy(tmp_path, 24, seed=0)
+    val = write_toy(tmp_path, 8, seed=1)
+    out = tmp_path / "run"
+    res = run_train(base_overrides(tiny_model_dir, out, data, max_steps=8, report_to="wandb",
+                                   **{"data.val_files": f"[{val}]", "optim.lr": 2e-3, "save_every": 4}))
+    assert res.returncode == 0, res.stderr[-3000:]
+    curve = losses(out)
+    assert len(curve) == 8 and sum(curve[-3:]) / 3 < curve[0]
+    ev = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert ev[-1]["step"] == 8 and 0.0 <= ev[-1]["f1"] <= 1.0 and ev[-1]["items"] == 8
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    blobs = list(runs[0].glob("*.wandb"))
+    assert blobs and blobs[0].read_bytes().count(b"train/loss") >= 8
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_8"
+    _check_final_folder(out / "final", toy_examples(4, seed=7))
+
+
+def test_lora_bf16_merged_on_save_report_none(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    data = write_toy(tmp_path, 24, seed=0)
+    out = tmp_path / "lora"
+    res = run_train(base_overrides(tiny_model_dir, out, data, precision="bf16", loss="soft",
+                                   gradient_checkpointing="true", **{"lora.enabled": "true", "lora.r": 4,
+                                                                     "optim.lr": 5e-3, "data.packing": "false"}))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(losses(out)) == 6 and not (out / "wandb").exists()
+    model = _check_final_folder(out / "final", toy_examples(3, seed=8))
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("lora" in n for n in names)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    q_trained = model.model.layers[0].self_attn.q_proj.weight.float()
+    q_base = base.model.layers[0].self_attn.q_proj.weight
+    k_trained = model.model.layers[0].mlp.up_proj.weight.float()
+    k_base = base.model.layers[0].mlp.up_proj.weight
+    assert not torch.allclose(q_trained, q_base, atol=1e-3)  # adapter merged into a target module
+    assert torch.allclose(k_trained, k_base, atol=1e-2)  # a non-target module only saw the bf16 round trip

@@ -1,0 +1,70 @@
+"""Trainer pieces without a training run: metrics, schedule, DeepSpeed config filling, config loading,
+and bad training files failing before training (exit 2, one line naming file, line and record)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prm.config import load_section
+from prm.errors import ConfigError
+from train.config import TrainConfig
+from train.trainer import deepspeed_config, lr_lambda, step_metrics
+
+from .trainer_helpers import REPO, run_train
+
+
+def test_step_metrics_hand_values():
+    probs = [[0.9, 0.2, 0.9], [0.8, 0.7], [0.9, 0.4], [0.3]]
+    labels = [[1, 0, 0], [1, 1], [1, 1], [0]]
+    m = step_metrics(probs, labels, 0.5)
+    # steps: (t,t,f) (t,t) (t,f) (t): 6 right of 8
+    assert m["step_accuracy"] == pytest.approx(6 / 8)
+    # error items: #0 gold 1 pred 1 (hit), #3 gold 0 pred 0 (hit); correct items: #1 pred -1 (hit), #2 pred 1 (miss)
+    assert m["acc_error"] == 1.0 and m["acc_correct"] == 0.5
+    assert m["f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+
+
+def test_lr_schedule():
+    cfg = load_section(TrainConfig, "train", None, ["optim.warmup_steps=4", "optim.schedule=linear"])
+    fn = lr_lambda(cfg, 20)
+    assert [round(fn(s), 3) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert fn(4) == 1.0 and fn(12) == pytest.approx(0.5) and fn(20) == 0.0
+    cos = lr_lambda(load_section(TrainConfig, "train", None, ["optim.min_lr_ratio=0.1"]), 10)
+    assert cos(0) == 1.0 and cos(5) == pytest.approx(0.55) and cos(10) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_config_auto_filled(stage):
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={stage}", "data.micro_batch_size=3",
+                                                    "gradient_accumulation_steps=2", "precision=fp32"])
+    ds = deepspeed_config(cfg, world_size=4, cuda=False)
+    assert "auto" not in json.dumps(ds)
+    assert ds["train_batch_size"] == 24 and ds["zero_optimization"]["stage"] == int(stage[-1])
+    assert ds["bf16"]["enabled"] is False and ds["optimizer"]["params"]["torch_adam"] is True
+    with pytest.raises(ConfigError):
+        deepspeed_config(load_section(TrainConfig, "train", None, ["deepspeed=nope.json"]), 1, False)
+
+
+def test_configs_load():
+    cfg = load_section(TrainConfig, "train", REPO / "configs" / "train_tiny.yaml", ["lora.enabled=true"])
+    assert cfg.lora.enabled and cfg.data.packing and cfg.max_steps > 0
+    with pytest.raises(ConfigError):
+        load_section(TrainConfig, "train", None, ["loss=mse"])
+    assert (REPO / "configs" / "train_tiny.yaml").read_text().startswith("#")
+
+
+def test_bad_training_file_fails_before_training(tmp_path, tiny_model_dir):
+    rows = [{"id": "a", "prompt": "p", "completions": ["s1", "s2"], "labels": [True, False]},
+            {"id": "bad-one", "prompt": "p", "completions": ["s1", "s2"], "labels": [True]}]
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    res = run_train(["model=" + tiny_model_dir, f"output_dir={out}", f"data.train_files=[{data}]",
+                     "data.val_files=[]"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in res.stderr
+    assert f"{data}:2" in err[0] and "bad-one" in err[0] and "labels" in err[0]
+    assert not out.exists()  # nothing was trained or written
