@@ -38,7 +38,8 @@ from prm.records import (
 )
 
 LabelSource = Literal["consensus", "mc", "judge"]
-LABEL_SOURCES: tuple[str, ...] = ("consensus", "mc", "judge")
+# `truth`: the known first error that the synthetic testbed writes as `true_first_error`.
+LABEL_SOURCES: tuple[str, ...] = ("consensus", "mc", "judge", "truth")
 INPUT_FORMATS: tuple[str, ...] = ("ours", "trl", "processbench", "prm800k", "math_shepherd")
 OUTPUT_FORMATS: tuple[str, ...] = ("ours", "trl", "processbench", "math_shepherd")
 
@@ -203,6 +204,8 @@ def _annotate(sol: Solution, first_error: int, label_source: str, reason: str,
                               extra={"imported_from": reason})
     if label_source == "consensus":
         sol.consensus = ConsensusAnnotation(kept=True, first_error=first_error, reason=f"imported from {reason}")
+    elif label_source == "truth":
+        sol.extra["true_first_error"] = first_error
     elif label_source == "judge":
         sol.judge = JudgeAnnotation(first_error=first_error, votes=[first_error], parsed=True, raw="",
                                     extra={"imported_from": reason})
@@ -218,6 +221,12 @@ def solution_first_error(sol: Solution, label_source: str) -> int | None:
     """
     if label_source not in LABEL_SOURCES:
         raise PrmError(f"unknown label source '{label_source}': use one of {', '.join(LABEL_SOURCES)}")
+    if label_source == "truth":
+        truth = sol.extra.get("true_first_error")
+        if isinstance(truth, bool) or not isinstance(truth, int) or not -1 <= truth < len(sol.steps):
+            raise RecordError("true_first_error", "needs the known first error (an integer step index or -1) "
+                                                  "for --label-source truth")
+        return truth
     ann = getattr(sol, label_source)
     if ann is None:
         raise RecordError(label_source, f"no '{label_source}' annotation to take step labels from "

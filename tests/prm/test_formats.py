@@ -83,6 +83,18 @@ def test_file_round_trip_ours_trl_processbench(tmp_path: Path, first_error: int)
     assert Solution.from_dict(ours_row).steps == STEPS[: len(STEPS) if first_error == -1 else first_error + 1]
 
 
+def test_label_source_truth_reads_the_testbed_field() -> None:
+    imported = formats.trl_to_solution({"prompt": "q", "completions": ["a", "b", "c"],
+                                        "labels": [True, False, True]}, label_source="truth")
+    assert imported.extra["true_first_error"] == 1 and imported.consensus is None
+    ex = formats.solution_to_trl(imported, label_source="truth")
+    assert ex is not None and ex.labels == [True, False]
+    imported.extra["true_first_error"] = 7
+    with pytest.raises(RecordError) as err:
+        formats.solution_to_trl(imported, label_source="truth")
+    assert err.value.field == "true_first_error"
+
+
 @pytest.mark.parametrize("source", ["judge", "mc"])
 def test_label_source_other_annotations(source: str) -> None:
     sol = _solution(-1)
