@@ -94,7 +94,7 @@ def _extract_boxed(text: str) -> str | None:
 
 
 def _box_only(text: str) -> str:
-    """The leading `\boxed{...}` of `text` (text must start with it), or all of it if unclosed."""
+    """The leading `\\boxed{...}` of `text` (text must start with it), or all of it if unclosed."""
     m = _BOX_START.match(text)
     if m and m.end() < len(text) and text[m.end()] == "{":
         inner = _balanced(text, m.end())
@@ -185,7 +185,7 @@ def extract_answer(text: str, methods: Sequence[str] = DEFAULT_METHODS) -> str |
 # Words that may follow a number as part of the math, never as a unit ("3 pi", "2 sqrt 2").
 _MATH_WORDS = {"pi", "sqrt", "infty", "inf", "infinity", "and", "or", "mod", "sin", "cos", "tan", "log",
                "ln", "exp", "i", "e"}
-_UNIT_WORDS_TAIL = re.compile(r"^(?P<head>.*?[\d}%])\s*(?P<tail>(?:[A-Za-z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
+_UNIT_WORDS_TAIL = re.compile(r"^(?P<head>.*?[\d}%])\s+(?P<tail>(?:[A-Za-z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
 _TEXT_UNIT_TAIL = re.compile(r"^(?P<head>.*?[\d}%])\s*\\(?:text|mbox|mathrm|textbf)\{\s*[A-Za-z][A-Za-z .]*\}(?:\^\{?\d\}?)?$")
 
 
@@ -294,9 +294,7 @@ def _numbers_equal(gold: _Number, pred: _Number) -> bool:
     g, p = gold.effective, pred.effective
     if gold.is_float or pred.is_float:
         return round(g, 6) == round(p, 6)
-    if gold.value.denominator == 1 and pred.value.denominator == 1 and not (
-        gold.percent and pred.percent
-    ):
+    if gold.value.denominator == 1 and pred.value.denominator == 1:
         return gold.value == pred.value
     return g == p
 
@@ -313,7 +311,8 @@ def _fast_grade(norm_pred: str, norm_gold: str) -> bool | None:
 
 # ------------------------------------------------------------------------------------------ sandboxes
 
-_CHILD_MEMORY_BYTES = 4 << 30  # a runaway power (10^{10^{10}}) fails with MemoryError instead of swapping
+# A runaway expression gets MemoryError rather than the machine's memory while its time limit runs.
+_CHILD_MEMORY_BYTES = 4 << 30
 _STARTUP_TIMEOUT_S = 180.0  # importing sympy on a busy 2-core machine can take a while
 _CHILD_CMD = "from prm.grading import _child_main; _child_main()"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 
@@ -184,7 +185,7 @@ def test_grading_in_a_worker_thread() -> None:
     assert results == {0: True, 1: True, 2: True}
 
 
-def test_grade_many_with_two_workers_matches_grade() -> None:
+def test_grade_many_with_two_workers_matches_grade(monkeypatch: pytest.MonkeyPatch) -> None:
     pairs: list[tuple[str | None, str]] = [
         ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
         ("x^2+2x+1", "(x+1)^2"),
@@ -192,16 +193,43 @@ def test_grade_many_with_two_workers_matches_grade() -> None:
         ("1,234", "1234"),
         (None, "3"),
         ("\\sqrt{8}", "2\\sqrt{2}"),
-        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),  # a repeat: graded once (cache)
+        ("$\\frac{\\sqrt{2}}{2}$", "\\frac{1}{\\sqrt{2}}"),  # the first pair again, once normalised
         ("0.5", "\\frac{1}{2}"),
         ("\\{1, 2\\}", "\\{2, 1\\}"),
         ("\\sqrt{3}", "\\sqrt{2}"),
     ]
     expected = [True, True, False, True, False, True, True, True, True, False]
+    sent: list[int] = []
+    real = grading._run_sandboxed
+
+    def spy(items, workers, timeout_s):  # counts what reaches math-verify; grading stays real
+        sent.append(len(items))
+        return real(items, workers, timeout_s)
+
+    monkeypatch.setattr(grading, "_run_sandboxed", spy)
     assert grade_many(pairs, workers=2) == expected
+    # 10 pairs: one None, two plain-number pairs (fast path), one repeat (cache) -> 6 to math-verify.
+    assert sent == [6]
     assert [grade(p, g) for p, g in pairs] == expected
     assert grade_many(pairs, workers=0) == expected
     assert grade_many([]) == []
+
+
+def _grade_in_forked_child(pred: str, gold: str) -> tuple[bool, list[int]]:
+    ok = grade(pred, gold)
+    return ok, [sb.proc.pid for sb in grading._POOL]
+
+
+def test_grading_in_a_forked_process() -> None:
+    grade("\\sqrt{2}^2", "2")  # the parent holds sandboxes; a forked child must start its own
+    parent_pids = {sb.proc.pid for sb in grading._POOL}
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        ok, child_pids = pool.apply(_grade_in_forked_child, ("\\frac{\\pi}{2}", "\\pi/2"))
+        assert ok is True
+        assert child_pids and not parent_pids & set(child_pids)
+        assert pool.apply(_grade_in_forked_child, ("\\frac{\\pi}{3}", "\\pi/2"))[0] is False
+    assert grade("\\sqrt{2}^2", "2") is True
 
 
 def test_timeout_grades_false_and_recovers() -> None:
