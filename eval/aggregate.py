@@ -18,15 +18,13 @@ metric deterministic and independent of candidate order.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from eval.config import AGGREGATION_NAMES
+from prm import grading
 
 __all__ = [
     "AGGREGATION_NAMES",
@@ -67,76 +65,11 @@ def aggregate_all(step_scores: Sequence[float], aggregations: Sequence[str] = AG
 # ---------------------------------------------------------------------------------------------------------
 # Answer normalization and equivalence
 
-_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _unbox(s: str) -> str:
-    """The content of the last \\boxed{...} (braces balanced), or s itself."""
-    start = s.rfind("\\boxed{")
-    if start < 0:
-        return s
-    i = start + len("\\boxed{")
-    depth = 1
-    for j in range(i, len(s)):
-        if s[j] == "{":
-            depth += 1
-        elif s[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return s[i:j]
-    return s
-
-
-def _fallback_normalize(answer: str) -> str:
-    s = _unbox(answer.strip())
-    s = s.replace("$", "").replace("\\left", "").replace("\\right", "")
-    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("^\\circ", "").replace("^{\\circ}", "")
-    s = _TEXT.sub(r"\1", s)
-    s = re.sub(r"\s+", "", s).rstrip(".").lower()
-    if s.startswith("x=") or s.startswith("y="):
-        s = s[2:]
-    plain = s.replace(",", "") if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", s) else s
-    if _NUMBER.match(plain):
-        value = float(plain)
-        if math.isfinite(value):
-            if value == int(value) and abs(value) < 1e15:
-                return str(int(value))
-            return repr(round(value, 12))
-    return s
-
-
-@functools.lru_cache(maxsize=1)
-def _grading_functions() -> tuple[Callable[[str], str] | None, Callable[[str, str], bool] | None]:
-    """`prm.grading`'s normalizer and equivalence test, where that module exists (else None, None)."""
-    try:
-        grading = importlib.import_module("prm.grading")
-    except ImportError:
-        return None, None
-    norm = getattr(grading, "normalize_answer", None)
-    equiv = None
-    for name in ("answers_equivalent", "is_equivalent", "answers_match", "is_equiv", "grade"):
-        if callable(getattr(grading, name, None)):
-            equiv = getattr(grading, name)
-            break
-    return (norm if callable(norm) else None), equiv
-
-
 def normalize_answer(answer: str | None) -> str | None:
-    """A comparison key for a final answer: `prm.grading.normalize_answer` if present, else a light LaTeX
-    normalization (unbox, drop $ and spacing commands, canonical numbers). None for a missing answer."""
+    """A comparison key for a final answer (`prm.grading.normalize_answer`); None for a missing answer."""
     if answer is None:
         return None
-    norm, _ = _grading_functions()
-    key = None
-    if norm is not None:
-        try:
-            key = norm(answer)
-        except Exception:  # a grader failing on odd input must not stop the evaluation
-            key = None
-    if not isinstance(key, str):
-        key = _fallback_normalize(answer)
+    key = grading.normalize_answer(answer)
     return key if key != "" else None
 
 
@@ -144,7 +77,6 @@ def answer_classes(answers: Sequence[str | None]) -> list[int]:
     """Group answers into equivalence classes: class id per answer (0, 1, ... in first-seen order), -1 for a
     missing or empty answer. Equal normalized keys share a class; where `prm.grading` offers an equivalence
     test it also merges answers whose keys differ (compared with each class's first member)."""
-    _, equiv = _grading_functions()
     keys = [normalize_answer(a) for a in answers]
     reps: list[tuple[str, str]] = []  # (key, raw answer) of each class's first member
     out: list[int] = []
@@ -157,13 +89,9 @@ def answer_classes(answers: Sequence[str | None]) -> list[int]:
             if key == rkey:
                 found = cid
                 break
-        if found < 0 and equiv is not None:
+        if found < 0:  # keys differ but math-verify may still see the same value (0.5 vs \frac{1}{2})
             for cid, (_, rraw) in enumerate(reps):
-                try:
-                    same = equiv(raw, rraw) is True  # only a plain True merges (never a truthy result object)
-                except Exception:  # a grader failing on odd input must not stop the evaluation
-                    same = False
-                if same:
+                if grading.grade(raw, rraw):
                     found = cid
                     break
         if found < 0:
