@@ -59,6 +59,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from prm.pipeline import run_pipeline
+
+    run_pipeline(args.config, args.overrides, dry_run=args.dry_run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation."
@@ -94,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     import data_synthesis.cli
     import eval.cli
     import train.cli
+
+    run = sub.add_parser("run", help="the whole pipeline in one run directory (finished stages are skipped)")
+    run.add_argument("config", help="pipeline YAML (e.g. configs/quickstart.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. sample.n=8 train.max_steps=50")
+    run.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
+    run.set_defaults(func=_cmd_run)
 
     data_synthesis.cli.add_commands(sub, data_sub)
     train.cli.add_commands(sub)

@@ -35,13 +35,13 @@ def _parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(path, lineno, None, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
+        raise InputError(path, lineno, None, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
     if not text.strip():
         return None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(path, lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+        raise InputError(path, lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(data, dict):
         raise InputError(path, lineno, None, f"expected a JSON object, got {type(data).__name__}")
     return data

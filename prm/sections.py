@@ -15,9 +15,11 @@ def section_classes() -> dict[str, type]:
     from data_synthesis.sample import SampleConfig
     from eval.config import EvalConfig
     from eval.scoring_cli import ScoreConfig
+    from prm.pipeline import RunConfig
     from train.config import TrainConfig
 
     classes: dict[str, type] = {}
+    classes["run"] = RunConfig
     classes["problems"] = ProblemsConfig
     classes["sample"] = SampleConfig
     classes["judge"] = JudgeConfig

@@ -43,7 +43,7 @@ def split_steps(text: str, style: SplitStyle = "auto") -> list[str]:
         else:
             # Text before "Step 1" (a restatement, say) is kept with the first step.
             bounds = [0, *starts[1:], len(text)]
-            parts = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+            parts = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     else:
         raise ValueError(f"unknown split style {style!r}")
     return [p.strip() for p in parts if p.strip()]

@@ -1,0 +1,202 @@
+"""`prm run CONFIG`: the whole chain in one run directory, skipping stages that already finished.
+
+    prm run configs/quickstart.yaml                  # embedded model on CPU, ends with RUN_DIR/report/report.md
+    prm run configs/quickstart.yaml run.run_dir=runs/other sample.n=8
+
+Stages (each one is the stage's own `prm` command, run as a subprocess with the same config file):
+problems -> split (policy / BoN / testbed problems) -> sample -> annotate mc -> annotate judge -> consensus
+-> testbed (labeled training data with known first errors, plus held-out step-error items) -> train ->
+untrained baseline -> sample BoN pools -> score (trained and untrained) -> eval steps / eval bon -> report.
+
+A stage that exits 0 leaves `RUN_DIR/.done/<stage>` holding its command; a rerun skips it when the command
+is unchanged. A stage killed part-way is simply run again: every stage resumes its own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prm.config import load_section, option, read_yaml
+from prm.errors import PrmError
+from prm.jsonl import load_records, write_atomic
+from prm.records import Problem
+
+
+@dataclass
+class RunConfig:
+    """Section `run:` of a pipeline config."""
+
+    run_dir: str = option("runs/quickstart", help="every stage's output goes here")
+    policy_problems: int = option(8, help="problems sampled, annotated (mc + judge) and filtered by consensus")
+    bon_problems: int = option(8, help="held-out problems whose sampled pools make the Best-of-N evaluation")
+    bon_samples: int = option(8, help="candidates sampled per BoN problem")
+    testbed_per_problem: int = option(2, help="testbed solutions per remaining problem (training data)")
+    testbed_error_rate: float = option(0.6, help="share of testbed solutions with an injected wrong step")
+    heldout_fraction: float = option(0.25, help="share of testbed problems held out as step-error items")
+    train_processes: int = option(1, help="processes for training (torchrun --nproc_per_node)")
+    seed: int = option(0, help="seed of the testbed")
+
+
+def _prm(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prm", *args]
+
+
+class Runner:
+    """Runs stage commands in order, recording which finished."""
+
+    def __init__(self, run_dir: Path, dry_run: bool = False):
+        self.run_dir = run_dir
+        self.done_dir = run_dir / ".done"
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        self.dry_run = dry_run
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+
+    def path(self, name: str) -> str:
+        return str(self.run_dir / name)
+
+    def is_done(self, stage: str, command: list[str]) -> bool:
+        marker = self.done_dir / stage
+        return marker.exists() and marker.read_text() == shlex.join(command)
+
+    def mark_done(self, stage: str, command: list[str]) -> None:
+        write_text_atomic(self.done_dir / stage, shlex.join(command))
+
+    def stage(self, name: str, command: list[str]) -> None:
+        if self.is_done(name, command):
+            print(f"[prm run] {name}: done already, skipped", flush=True)
+            self.skipped.append(name)
+            return
+        print(f"[prm run] {name}: {shlex.join(command)}", flush=True)
+        if self.dry_run:
+            return
+        start = time.time()
+        proc = subprocess.run(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        self.timings[name] = time.time() - start
+        if proc.returncode != 0:
+            raise PrmError(f"stage '{name}' failed (exit {proc.returncode}); fix it and rerun `prm run`: "
+                           "finished stages are skipped and this one resumes")
+        self.mark_done(name, command)
+        print(f"[prm run] {name}: finished in {self.timings[name]:.0f} s", flush=True)
+
+    def python_stage(self, name: str, key: str, fn) -> None:
+        """A small in-process step (splitting files); `key` stands in for the command in the done marker."""
+        if self.is_done(name, [key]):
+            self.skipped.append(name)
+            return
+        if self.dry_run:
+            print(f"[prm run] {name}: (in-process step)", flush=True)
+            return
+        start = time.time()
+        fn()
+        self.timings[name] = time.time() - start
+        self.mark_done(name, [key])
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def split_problems(src: str, run: RunConfig, out: dict[str, str]) -> None:
+    """First `policy_problems` -> policy, next `bon_problems` -> BoN, the rest -> testbed."""
+    problems = load_records(src, Problem)
+    need = run.policy_problems + run.bon_problems + 4
+    if len(problems) < need:
+        raise PrmError(f"{src}: {len(problems)} problems, the run needs at least {need} "
+                       "(raise problems.n)")
+    a, b = run.policy_problems, run.policy_problems + run.bon_problems
+    write_atomic(out["policy"], problems[:a])
+    write_atomic(out["bon"], problems[a:b])
+    write_atomic(out["testbed"], problems[b:])
+
+
+def save_untrained(config: str, overrides: list[str], out: str) -> None:
+    """The baseline: the same backbone with the marker token and a fresh (untrained) 2-class head."""
+    from prm.prm_model import build_prm
+    from train.config import TrainConfig
+
+    train = load_section(TrainConfig, "train", config, overrides)
+    model, tokenizer = build_prm(train.model)
+    tmp = Path(f"{out}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out)
+
+
+def run_pipeline(config: str, overrides: list[str], dry_run: bool = False) -> Path:
+    bare = [o for o in overrides if "." not in o.split("=", 1)[0]]
+    if bare:
+        raise PrmError(f"`prm run` overrides name their section (sample.n=8, train.max_steps=50): got {bare[0]}")
+    run = load_section(RunConfig, "run", config, overrides)
+    sections = read_yaml(config)
+    missing = [s for s in ("problems", "sample", "mc", "judge", "consensus", "train", "eval") if s not in sections]
+    if missing:
+        raise PrmError(f"{config}: `prm run` needs the sections {', '.join(missing)}")
+    rd = Path(run.run_dir)
+    r = Runner(rd, dry_run)
+    p = r.path
+    cfg = ["--config", config]
+    ov = [o for o in overrides if not o.startswith("run.")]
+    start = time.time()
+
+    r.stage("problems", _prm("data", "problems", *cfg, "-o", p("problems.jsonl"), *ov))
+    split = {"policy": p("problems.policy.jsonl"), "bon": p("problems.bon.jsonl"), "testbed": p("problems.testbed.jsonl")}
+    r.python_stage("split", json.dumps([run.policy_problems, run.bon_problems]),
+                   lambda: split_problems(p("problems.jsonl"), run, split))
+
+    # The annotation chain: policy samples labeled by MC rollouts and by the judge, filtered by consensus.
+    r.stage("sample", _prm("sample", *cfg, "-i", split["policy"], "-o", p("samples.jsonl"), *ov))
+    r.stage("annotate_mc", _prm("annotate", "mc", *cfg, "-i", p("samples.jsonl"), "-o", p("mc.jsonl"), *ov))
+    r.stage("annotate_judge", _prm("annotate", "judge", *cfg, "-i", p("samples.jsonl"), "-o", p("judged.jsonl"),
+                                   *ov))
+    r.stage("consensus", _prm("consensus", *cfg, "--mc", p("mc.jsonl"), "--judge", p("judged.jsonl"),
+                              "-o", p("consensus.jsonl"), "--train", p("train.consensus.jsonl"),
+                              "--report", p("consensus_report"), *ov))
+
+    # The testbed adds training examples with known labels and the held-out step-error benchmark.
+    r.stage("testbed", _prm("data", "testbed", "-i", split["testbed"], "-o", p("testbed.jsonl"),
+                            "--per-problem", str(run.testbed_per_problem), "--error-rate",
+                            str(run.testbed_error_rate), "--seed", str(run.seed), "--heldout-fraction",
+                            str(run.heldout_fraction), "--heldout-out", p("heldout_steps.jsonl")))
+    r.stage("testbed_to_trl", _prm("data", "convert", p("testbed.jsonl"), p("train.testbed.jsonl"),
+                                   "--from", "ours", "--to", "trl", "--label-source", "truth"))
+
+    r.stage("heldout_to_trl", _prm("data", "convert", p("heldout_steps.jsonl"), p("val.heldout.jsonl"),
+                                   "--from", "processbench", "--to", "trl"))
+    data = (f"train.data.train_files=[{p('train.consensus.jsonl')},{p('train.testbed.jsonl')}]",
+            f"train.data.val_files=[{p('val.heldout.jsonl')}]")
+    train_cmd = _prm("train", *cfg, f"train.output_dir={p('train')}", *data, *ov, "--resume")
+    if run.train_processes > 1:
+        train_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     f"--nproc_per_node={run.train_processes}", "-m", "prm", *train_cmd[3:]]
+    r.stage("train", train_cmd)
+    trained = p("train/final")
+    untrained = p("untrained")
+    r.python_stage("untrained", untrained, lambda: save_untrained(config, overrides, untrained))
+
+    r.stage("sample_bon", _prm("sample", *cfg, "-i", split["bon"], "-o", p("bon_samples.jsonl"),
+                               *ov, f"sample.n={run.bon_samples}"))
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        r.stage(f"score_steps_{name}", _prm("score", *cfg, "--model", model, "-i", p("heldout_steps.jsonl"),
+                                            "-o", p(f"scored/steps.{name}.jsonl"), *ov))
+        r.stage(f"score_bon_{name}", _prm("score", *cfg, "--model", model, "-i", p("bon_samples.jsonl"),
+                                          "-o", p(f"scored/bon.{name}.jsonl"), *ov))
+        r.stage(f"eval_steps_{name}", _prm("eval", "steps", *cfg, "-i", p(f"scored/steps.{name}.jsonl"),
+                                           "-o", p(f"report/steps.{name}"), *ov))
+        r.stage(f"eval_bon_{name}", _prm("eval", "bon", *cfg, "-i", p(f"scored/bon.{name}.jsonl"),
+                                         "-o", p(f"report/bon.{name}"), *ov))
+    if not dry_run:
+        from prm.run_report import write_run_report
+
+        write_run_report(rd, time.time() - start, r.timings, r.skipped)
+        print(f"[prm run] report: {rd / 'report' / 'report.md'}")
+    return rd
