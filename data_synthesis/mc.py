@@ -432,7 +432,10 @@ def build_generator(cfg: MCConfig, solutions: Sequence[Solution], policy: Any = 
         return gen, prompts
     from prm.generation import make_generator, render_chat
 
-    gen = make_generator(cfg.generator)
+    try:
+        gen = make_generator(cfg.generator)
+    except (OSError, ValueError) as exc:  # a missing model or tokenizer
+        raise PrmError(f"cannot load generator model '{cfg.generator.model}': {str(exc).splitlines()[0]}") from None
     tokenizer = getattr(gen, "tokenizer", None)
     if cfg.chat_template_model or tokenizer is None:
         from prm.models import load_tokenizer
@@ -476,16 +479,22 @@ def run_mc(args: argparse.Namespace) -> int:
             raise InputError(args.input, None, "true_first_error",
                              f"backend=simulated needs testbed solutions; {missing[0]} has no true_first_error")
 
-    writer = JsonlWriter(output, resume=True)
-    todo = [s for s in solutions if s.id not in writer.done]
+    done: set[str] = set()
+    if output.exists():  # resume: repair a torn last line, skip the ids already labeled
+        with JsonlWriter(output, resume=True) as previous:
+            done = set(previous.done)
+        _check_same_settings(output, cfg)
+    todo = [s for s in solutions if s.id not in done]
     print(f"mc ({cfg.mode}, k={cfg.k}): {len(solutions)} solution(s), {len(solutions) - len(todo)} already in "
           f"{output}, {len(todo)} to label")
     start = time.time()
     runner = None
+    if todo:  # the model loads before the output is opened: a bad model name leaves no file behind
+        generator, prompts = build_generator(cfg, todo, policy)
+        runner = RolloutRunner(generator, cfg, prompts, cache_path)
+    writer = JsonlWriter(output, resume=True)  # an empty shard still gets its (empty) file, for the merge
     try:
-        if todo:
-            generator, prompts = build_generator(cfg, todo, policy)
-            runner = RolloutRunner(generator, cfg, prompts, cache_path)
+        if runner is not None:
             bar = tqdm(total=len(todo), desc=f"mc {cfg.mode}", unit="sol", dynamic_ncols=True)
 
             def tick(_: PrefixSearch) -> None:
@@ -525,6 +534,20 @@ def run_mc(args: argparse.Namespace) -> int:
           + (f"; first-error accuracy vs truth {acc:.3f} on {report['with_truth']}" if acc is not None else "")
           + f"; report {report_path}")
     return 0
+
+
+def _check_same_settings(output: Path, cfg: MCConfig) -> None:
+    """A resumed output must not mix labels made with another mode or k."""
+    with open(output, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                mc = json.loads(line).get("mc") or {}
+            except (ValueError, AttributeError):
+                continue
+            if (mc.get("mode"), mc.get("k")) != (cfg.mode, cfg.k):
+                raise InputError(str(output), lineno, "mc", f"labeled with mode={mc.get('mode')} k={mc.get('k')}, "
+                                 f"this run uses mode={cfg.mode} k={cfg.k}: resume with the same settings or "
+                                 "write to another output")
 
 
 def write_atomic_json(path: Path, data: dict[str, Any]) -> None:

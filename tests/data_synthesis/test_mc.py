@@ -236,3 +236,17 @@ def test_real_generator_path_with_a_tiny_model(testbed, tiny_model_dir, tmp_path
     for r in rows:
         assert r["mc"]["rollouts"] % 2 == 0 and r["mc"]["rollouts"] >= 2
         assert 0 < r["mc"]["tokens"] <= r["mc"]["rollouts"] * 4
+
+
+def test_cli_resume_refuses_other_settings_and_bad_model_leaves_no_file(testbed, tmp_path, capsys):
+    src = tmp_path / "tb.jsonl"
+    _write(src, testbed[:4])
+    out = tmp_path / "mc.jsonl"
+    assert main(["annotate", "mc", "-i", str(src), "-o", str(out), "backend=simulated", "mode=binary"]) == 0
+    before = out.read_text()
+    assert main(["annotate", "mc", "-i", str(src), "-o", str(out), "backend=simulated", "mode=exhaustive"]) == 2
+    assert "mode=binary" in capsys.readouterr().err and out.read_text() == before
+    missing = tmp_path / "m2.jsonl"
+    assert main(["annotate", "mc", "-i", str(src), "-o", str(missing), f"generator.model={tmp_path / 'nope'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load" in err[0] and not missing.exists()
