@@ -62,7 +62,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from prm.pipeline import run_pipeline
 
-    run_pipeline(args.config, args.overrides, dry_run=args.dry_run)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    run_pipeline(args.config, args.overrides, dry_run=args.dry_run, stages=stages)
     return 0
 
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline YAML (e.g. configs/quickstart.yaml)")
     run.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. sample.n=8 train.max_steps=50")
     run.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
+    run.add_argument("--stages", default=None, help="comma-separated subset of stages to run (default: all)")
     run.set_defaults(func=_cmd_run)
 
     data_synthesis.cli.add_commands(sub, data_sub)

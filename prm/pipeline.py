@@ -51,8 +51,9 @@ def _prm(*args: str) -> list[str]:
 class Runner:
     """Runs stage commands in order, recording which finished."""
 
-    def __init__(self, run_dir: Path, dry_run: bool = False):
+    def __init__(self, run_dir: Path, dry_run: bool = False, only: set[str] | None = None):
         self.run_dir = run_dir
+        self.only = only
         self.done_dir = run_dir / ".done"
         self.done_dir.mkdir(parents=True, exist_ok=True)
         self.dry_run = dry_run
@@ -70,6 +71,8 @@ class Runner:
         write_text_atomic(self.done_dir / stage, shlex.join(command))
 
     def stage(self, name: str, command: list[str]) -> None:
+        if self.only is not None and name not in self.only:
+            return
         if self.is_done(name, command):
             print(f"[prm run] {name}: done already, skipped", flush=True)
             self.skipped.append(name)
@@ -88,6 +91,8 @@ class Runner:
 
     def python_stage(self, name: str, key: str, fn) -> None:
         """A small in-process step (splitting files); `key` stands in for the command in the done marker."""
+        if self.only is not None and name not in self.only:
+            return
         if self.is_done(name, [key]):
             self.skipped.append(name)
             return
@@ -132,7 +137,17 @@ def save_untrained(config: str, overrides: list[str], out: str) -> None:
     os.replace(tmp, out)
 
 
-def run_pipeline(config: str, overrides: list[str], dry_run: bool = False) -> Path:
+STAGES = ("problems", "split", "sample", "annotate_mc", "annotate_judge", "consensus", "testbed", "testbed_to_trl",
+          "heldout_to_trl", "train", "untrained", "sample_bon", "score_steps_trained", "score_bon_trained",
+          "eval_steps_trained", "eval_bon_trained", "score_steps_untrained", "score_bon_untrained",
+          "eval_steps_untrained", "eval_bon_untrained")
+
+
+def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stages: list[str] | None = None) -> Path:
+    """Run the chain; `stages` restricts it to those stages (the Slurm scripts run the rest as jobs)."""
+    unknown = sorted(set(stages or []) - set(STAGES))
+    if unknown:
+        raise PrmError(f"unknown stage '{unknown[0]}'; stages: {', '.join(STAGES)}")
     bare = [o for o in overrides if "." not in o.split("=", 1)[0]]
     if bare:
         raise PrmError(f"`prm run` overrides name their section (sample.n=8, train.max_steps=50): got {bare[0]}")
@@ -142,7 +157,7 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False) -> Pa
     if missing:
         raise PrmError(f"{config}: `prm run` needs the sections {', '.join(missing)}")
     rd = Path(run.run_dir)
-    r = Runner(rd, dry_run)
+    r = Runner(rd, dry_run, set(stages) if stages else None)
     p = r.path
     cfg = ["--config", config]
     ov = [o for o in overrides if not o.startswith("run.")]
