@@ -41,6 +41,7 @@ class DataConfig:
     max_length: int = option(2048, help="tokens per example; whole trailing steps past it are dropped")
     packing: bool = option(True, help="pack several examples per row (no attention across them) instead of padding")
     pack_length: int = option(0, help="tokens per packed row (0 = max_length)")
+    pad_to_multiple_of: int = option(64, help="padded rows: width rounded up to a multiple (fewer shapes)")
     micro_batch_size: int = option(4, help="rows per device per micro-batch")
     val_micro_batch_size: int = option(8, help="examples per device per validation forward")
 

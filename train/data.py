@@ -195,15 +195,17 @@ def pack_rows(examples: list[Tokenized], pack_length: int) -> list[list[int]]:
     return rows
 
 
-def collate(examples: list[list[Tokenized]], pad_id: int, packed: bool, width: int | None = None) -> dict[str, Any]:
+def collate(examples: list[list[Tokenized]], pad_id: int, packed: bool, width: int | None = None,
+            multiple: int = 1) -> dict[str, Any]:
     """Tensors for a micro-batch; each row holds one (padded) or several (packed) examples.
 
-    Returns input_ids, position_ids, labels (-100 off markers), soft (NaN off markers), attention_mask (None
+    `multiple` rounds the width of padded rows up (fewer distinct shapes). Returns input_ids, position_ids, labels (-100 off markers), soft (NaN off markers), attention_mask (None
     when packed), n_tokens (real tokens), n_steps."""
     import torch
 
     lengths = [sum(len(e) for e in row) for row in examples]
-    width = width or max(lengths)
+    # Few distinct shapes: on CPU every new sequence length costs ~1 s of kernel set-up.
+    width = width or -(-max(lengths) // multiple) * multiple
     b = len(examples)
     ids = torch.full((b, width), pad_id, dtype=torch.long)
     pos = torch.zeros((b, width), dtype=torch.long)

@@ -294,7 +294,7 @@ class Trainer:
             sums = torch.zeros(3, dtype=torch.float64)  # loss sum, labelled steps, tokens
             for mb in self._micro_batches(step):
                 batch = collate(mb, tokenizer.pad_token_id, cfg.data.packing,
-                                self.pack_length if cfg.data.packing else None)
+                                self.pack_length if cfg.data.packing else None, cfg.data.pad_to_multiple_of)
                 loss_sum, count = self._forward_loss(batch)
                 self.engine.backward(loss_sum / max(count, 1))
                 self.engine.step()
@@ -394,7 +394,8 @@ class Trainer:
             for b in range(n_batches):
                 idx = mine[b * bs:(b + 1) * bs]
                 rows = [[val_data[i]] for i in (idx or [0])]  # a dummy forward keeps ranks in step
-                batch = collate(rows, tokenizer.pad_token_id, packed=False)
+                batch = collate(rows, tokenizer.pad_token_id, packed=False,
+                                multiple=self.cfg.data.pad_to_multiple_of)
                 dev = self.engine.device
                 logits = self.engine(input_ids=batch["input_ids"].to(dev),
                                      attention_mask=batch["attention_mask"].to(dev),

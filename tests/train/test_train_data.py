@@ -105,6 +105,8 @@ def test_packed_loss_equals_padded_loss(prm, tmp_path, kind):
 
     lp, lu = loss(packed), loss(padded)
     assert abs(lp.item() - lu.item()) < 1e-5
+    wide = collate([[e] for e in data], tok.pad_token_id, packed=False, multiple=64)
+    assert wide["input_ids"].shape[1] % 64 == 0 and abs(loss(wide).item() - lu.item()) < 1e-5
     # The check is not vacuous: the same packed row with plain positions (attention across examples) differs.
     leaky = dict(packed, position_ids=torch.arange(300).expand(len(rows), 300))
     assert abs(loss(leaky).item() - lu.item()) > 1e-4
