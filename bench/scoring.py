@@ -10,14 +10,18 @@ Workloads (the same solutions for every method):
   (its own first, then steps of other problems), to match the step counts of MATH-style solutions.
 Models: a tiny random checkpoint in each format (2 layers, hidden 64) and the embedded model
 (SmolLM2-135M-Instruct) made into our PRM with `prm.prm_model.build_prm` (random head: speed only).
-Methods, each timed end to end (tokenization included) after one warm-up, best of `--repeats`:
+Methods, each timed end to end (tokenization included) after a small warm-up, best of `--repeats`
+(`--embedded-repeats` for the embedded model, whose per-step runs take minutes on a CPU):
 - `one_pass`: `Scorer.score`, every step read from one forward pass per solution, batched by length;
 - `per_step_batched`: every step prefix scored as its own sequence, batched the same way;
 - `per_step`: the format's reference procedure, one unbatched forward pass per step prefix (RLHFlow's
   prm_evaluate.py and reward_hub's per-step loop score this way);
 - `bare_forward`: the backbone alone over the one-pass batches (already tokenized, no head): the limit.
 Timings use one torch thread by default (`--threads`): on a shared 2-core machine more threads make
-timings swing by 10x with the other processes' load. Reported per method: solutions/s, tokens/s (tokens of the one-pass sequences, so rates compare), and
+timings swing by 10x with the other processes' load. Rates are per CPU second of this process (`time.process_time`, one torch thread): on a shared machine the
+wall clock also counts the other processes' turns, and it swings with their load; wall-clock rates are
+kept in the JSON too (`wall_solutions_per_s`). On a GPU (`--device cuda`) use the wall-clock numbers.
+Reported per method: solutions/s, tokens/s (tokens of the one-pass sequences, so rates compare), and
 one-pass's speed-up over per-step and its time relative to the bare forward. Targets: speed-up at least
 (mean steps)/2, one-pass within 1.3x of the bare forward. One table is printed; JSON goes to --out.
 """
@@ -57,14 +61,15 @@ def workloads(n: int, seed: int, tokenizer: Any) -> dict[str, tuple[list[str], l
     return {"testbed": testbed, "long": ([s.problem for s in sols], long_steps)}
 
 
-def _best(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _timed(fn: Any) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call (GPU work waited for)."""
+    import torch
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _bare_forward(scorer: Scorer, encoded: list, batch_size: int) -> None:
@@ -83,8 +88,10 @@ def _per_step_batched(scorer: Scorer, problems: list[str], steps: list[list[str]
 
 
 def bench_one(scorer: Scorer, problems: list[str], steps: list[list[str]], batch_size: int, repeats: int,
-              unbatched_limit: int) -> dict[str, Any]:
+              unbatched_limit: int, cpu_clock: bool = True) -> dict[str, Any]:
     n = len(problems)
+    scorer.score(problems[:2], steps[:2], batch_size)  # warm-up (first-call allocations, kernels)
+    scorer.reference_scores(problems[:1], steps[:1][:1])
     encoded = scorer.encode_all(problems, steps)
     tokens = sum(len(e.input_ids) for e in encoded)
     n_steps = sum(len(s) for s in steps)
@@ -95,16 +102,23 @@ def bench_one(scorer: Scorer, problems: list[str], steps: list[list[str]], batch
     ref = scorer.reference_scores(problems[:m], steps[:m])
     max_diff = max(abs(a - b) for x, y in zip(fast[:m], ref, strict=True) for a, b in zip(x, y, strict=True))
     m_tokens = sum(len(e.input_ids) for e in encoded[:m])
-    times = {
-        "one_pass": (_best(lambda: scorer.score(problems, steps, batch_size), repeats), n, tokens),
-        "per_step_batched": (_best(lambda: _per_step_batched(scorer, problems, steps, batch_size), repeats),
-                             n, tokens),
-        "per_step": (_best(lambda: scorer.reference_scores(problems[:m], steps[:m]), max(1, repeats - 1)),
-                     m, m_tokens),
-        "bare_forward": (_best(lambda: _bare_forward(scorer, encoded, batch_size), repeats), n, tokens),
+    methods = {
+        "one_pass": (lambda: scorer.score(problems, steps, batch_size), n, tokens),
+        "per_step_batched": (lambda: _per_step_batched(scorer, problems, steps, batch_size), n, tokens),
+        "per_step": (lambda: scorer.reference_scores(problems[:m], steps[:m]), m, m_tokens),
+        "bare_forward": (lambda: _bare_forward(scorer, encoded, batch_size), n, tokens),
     }
-    rates = {k: {"seconds": t, "solutions": s, "solutions_per_s": s / t, "tokens_per_s": tok / t}
-             for k, (t, s, tok) in times.items()}
+    best = {k: (float("inf"), float("inf")) for k in methods}
+    for _ in range(repeats):  # interleaved, so a change in the machine's load hits every method alike
+        for k, (fn, _, _) in methods.items():
+            wall, cpu = _timed(fn)
+            best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
+    rates = {}
+    for k, (_, sols, tok) in methods.items():
+        wall, cpu = best[k]
+        t = cpu if cpu_clock else wall
+        rates[k] = {"wall_s": wall, "cpu_s": cpu, "solutions": sols, "solutions_per_s": sols / t,
+                    "tokens_per_s": tok / t, "wall_solutions_per_s": sols / wall}
     one = rates["one_pass"]["solutions_per_s"]
     mean_steps = n_steps / n
     return {
@@ -124,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solutions", type=int, default=64, help="solutions per workload, tiny models")
-    parser.add_argument("--embedded-solutions", type=int, default=24, help="solutions per workload, embedded")
+    parser.add_argument("--embedded-solutions", type=int, default=8, help="solutions per workload, embedded")
     parser.add_argument("--unbatched-limit", type=int, default=16, help="solutions timed with per_step (slow)")
+    parser.add_argument("--embedded-unbatched-limit", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (best kept), tiny models")
+    parser.add_argument("--embedded-repeats", type=int, default=1)
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--device", default="cpu")
@@ -141,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        models: list[tuple[str, str, int]] = []
+        models: list[tuple[str, str, int, int, int]] = []
         for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:
-            models.append((f"tiny-{fmt}", make_tiny_checkpoint(fmt, Path(tmp) / fmt), args.solutions))
+            models.append((f"tiny-{fmt}", make_tiny_checkpoint(fmt, Path(tmp) / fmt), args.solutions,
+                           args.unbatched_limit, args.repeats))
         if not args.skip_embedded:
             from prm.prm_model import build_prm
 
@@ -151,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             model.save_pretrained(Path(tmp) / "embedded")
             tok.save_pretrained(Path(tmp) / "embedded")
             del model
-            models.append(("smollm2-135m-ours", str(Path(tmp) / "embedded"), args.embedded_solutions))
-        for name, path, n in models:
+            models.append(("smollm2-135m-ours", str(Path(tmp) / "embedded"), args.embedded_solutions,
+                           args.embedded_unbatched_limit, args.embedded_repeats))
+        for name, path, n, limit, repeats in models:
             scorer = load_scorer(path, device=args.device)
             for wname, (problems, steps) in workloads(n, args.seed, scorer.tokenizer).items():
-                row = bench_one(scorer, problems, steps, args.batch_size, args.repeats, args.unbatched_limit)
-                row.update(model=name, format=scorer.format, workload=wname)
+                row = bench_one(scorer, problems, steps, args.batch_size, repeats, limit, args.device == "cpu")
+                row.update(model=name, format=scorer.format, workload=wname, repeats=repeats)
                 results.append(row)
                 print(f"  done {name} / {wname}", file=sys.stderr, flush=True)
 
@@ -173,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['target_speedup']:>5.1f}x {r['time_vs_bare_forward']:>6.2f}x {r['max_abs_diff_vs_per_step']:>8.1e}")
     env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "device": args.device, "dtype": "fp32" if args.device == "cpu" else "auto",
-           "load_average_at_end": os.getloadavg(), "batch_size": args.batch_size, "repeats": args.repeats}
+           "load_average_at_end": os.getloadavg(), "batch_size": args.batch_size,
+           "clock": "process CPU time" if args.device == "cpu" else "wall"}
     summary = {"min_speedup_over_target": min(r["speedup_vs_per_step"] / r["target_speedup"] for r in results),
                "max_time_vs_bare_forward": max(r["time_vs_bare_forward"] for r in results),
                "median_time_vs_bare_forward": statistics.median(r["time_vs_bare_forward"] for r in results)}
