@@ -159,3 +159,30 @@ def test_export_trl_roundtrip(tmp_path):
     assert set(lines[0]) == {"prompt", "completions", "labels"}
     back = read_examples(tmp_path / "trl.jsonl", "trl")
     assert [b.example.labels for b in back] == [r["labels"] for r in _examples(5)]
+
+
+def test_training_positions_are_scoring_positions(prm, tmp_path):
+    """P(correct) read at the training labels' positions of a packed batch == score_batch's scores."""
+    from prm.prm_model import score_batch
+    from train.data import read_examples
+
+    model, tok = prm
+    path = _write(tmp_path / "t.jsonl", _examples(7))
+    data = load_tokenized([path], tok, 4096)
+    rows = [[data[i] for i in r] for r in pack_rows(data, 400)]
+    b = collate(rows, tok.pad_token_id, packed=True, width=400)
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=b["input_ids"], position_ids=b["position_ids"],
+                                    use_cache=False).logits, -1)[..., 1]
+    from_training = {}
+    for r, row in enumerate(rows):
+        at = 0
+        for ex in row:
+            labelled = (b["labels"][r, at:at + len(ex)] != IGNORE_INDEX).nonzero().flatten().tolist()
+            assert labelled == ex.marker_positions
+            from_training[ex.name] = probs[r, at:at + len(ex)][labelled].tolist()
+            at += len(ex)
+    src = read_examples(path)
+    scored = score_batch(model, tok, [s.example.prompt for s in src], [s.example.completions for s in src], 3)
+    for s, scores in zip(src, scored, strict=True):
+        assert scores == pytest.approx(from_training[s.name], abs=1e-5)
