@@ -162,6 +162,8 @@ def test_sample_bad_input_and_config_exit_2(tmp_path, problems_file, capsys):
     assert main(["sample", "-i", problems_file, "-o", str(out), "temperature=-1"]) == 2
     assert main(["sample", "-i", problems_file, "-o", str(out), "nope=1"]) == 2
     assert main(["sample", "-o", str(out)]) == 2
+    assert main(["sample", "-i", problems_file, "-o", str(out), "answer_methods=[nope]"]) == 2
+    assert "unknown answer extraction method" in capsys.readouterr().err
     assert main(["sample", "-i", problems_file, "-o", str(out), "--shard", "3/2"]) == 2
     assert not out.exists()
     with pytest.raises(ConfigError, match="problem"):
