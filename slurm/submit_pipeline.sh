@@ -9,9 +9,10 @@
 #
 # -g options go to the jobs that run models (sample, annotate, train, eval), e.g. "--partition=gpu --gpus-per-node=8".
 # Every job works in the config's run.run_dir; each stage resumes, so after a failure fix the cause and submit
-# again: finished stages are skipped. Prints the job ids, the last one being the eval job.
+# again: finished stages are skipped. Prints a summary, then a line with every job id (the eval job last).
 # Environment: PRM_PYTHON (interpreter, default python), PRM_REPO (default: this repository).
 set -euo pipefail
+shopt -s inherit_errexit
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 config="" shards=2 nodes=1 gpu="" logs=""
@@ -39,7 +40,14 @@ overrides=("$@" "run.run_dir=$run_dir")
 logs=${logs:-$run_dir/logs}
 mkdir -p "$logs" "$run_dir"
 
-submit() { local id; id=$(sbatch --parsable "$@"); echo "${id%%;*}"; }
+submit() {
+    local id
+    if ! id=$(sbatch --parsable "$@"); then
+        echo "error: sbatch $* failed" >&2
+        return 1
+    fi
+    echo "${id%%;*}"
+}
 # shellcheck disable=SC2086
 prep=$(submit -o "$logs/prep_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
     problems,split,sample,testbed,testbed_to_trl,heldout_to_trl "${overrides[@]}")
@@ -64,4 +72,4 @@ eval=$(submit --dependency=afterok:"$train" -o "$logs/eval_%j.log" $gpu "$here/r
     "${overrides[@]}")
 echo "prep $prep, mc array $mc ($shards shards), merge $merge, judge $judge, consensus $consensus," \
      "train $train ($nodes node(s)), eval $eval; run dir $run_dir, logs in $logs"
-echo "$eval"
+echo "$prep $mc $merge $judge $consensus $train $eval"
