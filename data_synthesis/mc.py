@@ -195,8 +195,10 @@ class RolloutRunner:
                 except (ValueError, KeyError, TypeError):
                     continue  # a foreign or damaged line: that prefix is simply rolled out again
 
-    def key(self, prompt: str) -> str:
-        return hashlib.sha256(f"{self._key_prefix}\x00{prompt}".encode()).hexdigest()
+    def key(self, prompt: str, gold: str = "") -> str:
+        """Cache key: model, sampling parameters, prompt text (and the gold answer the outcomes were graded
+        against)."""
+        return hashlib.sha256(f"{self._key_prefix}\x00{gold}\x00{prompt}".encode()).hexdigest()
 
     def close(self) -> None:
         if self._cache_writer is not None:
@@ -210,7 +212,7 @@ class RolloutRunner:
         todo: dict[str, tuple[str, str]] = {}  # key -> (prompt, gold), in first-seen order
         for sol, j in requests:
             prompt = self.prompts.rollout_prompt(sol, j)
-            key = self.key(prompt)
+            key = self.key(prompt, sol.answer)
             keyed.append(key)
             if key in self.cache:
                 self.stats.cache_hits += 1
