@@ -167,6 +167,11 @@ class Scorer:
         self._warned_long = False
 
     # ---- implemented by each format -------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str, tokenizer: Any, device: str, dtype: Any) -> Scorer:
+        """Read the checkpoint at `path` (weights by name, no remote code) onto `device` in `dtype`."""
+        raise NotImplementedError
+
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         raise NotImplementedError
 

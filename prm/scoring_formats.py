@@ -23,8 +23,13 @@ def _load_backbone(path: str, dtype: Any, device: str) -> Any:
     with quiet_transformers():
         config = AutoConfig.from_pretrained(path)
         cls = MODEL_MAPPING[type(config)]
-        model = cls.from_pretrained(path, config=config, dtype=dtype)
+        model = cls.from_pretrained(path, config=config, dtype=dtype, **_device_map(device))
     return model.to(device).eval()
+
+
+def _device_map(device: str) -> dict[str, Any]:
+    """Load straight onto a GPU (a 7B model never sits in CPU memory first); plain load on the CPU."""
+    return {} if device == "cpu" else {"device_map": device}
 
 
 def _max_positions(config: Any) -> int | None:
@@ -108,7 +113,7 @@ class _CausalLMScorer(Scorer):
         from transformers import AutoModelForCausalLM
 
         with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_device_map(device))
         return cls(model.to(device).eval(), tokenizer, device, dtype)
 
     def head(self, hidden: Any) -> Any:
