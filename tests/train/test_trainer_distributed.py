@@ -52,3 +52,18 @@ def test_sigterm_checkpoint_and_resume_reproduces(runs):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and not (out / "PREEMPTED").exists()
     assert losses(out) == pytest.approx(losses(runs["zero3"]), abs=1e-6)
+
+
+def test_zero3_lora_bf16_checkpointing_merged_final(runs):
+    """ZeRO-3 partitions the LoRA model; the final save gathers the 16-bit weights and merges the adapters."""
+    from transformers import AutoModelForTokenClassification
+
+    out = runs["root"] / "lora3"
+    res = run_train(base_overrides(runs["model"], out, runs["data"], deepspeed="zero3", max_steps=3,
+                                   precision="bf16", gradient_checkpointing="true",
+                                   **{"lora.enabled": "true", "lora.r": 4, "optim.lr": 5e-3}), nproc=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(losses(out)) == 3
+    model = AutoModelForTokenClassification.from_pretrained(out / "final")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert model.config.step_marker_id is not None and model.score.weight.abs().sum() > 0
