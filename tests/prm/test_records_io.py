@@ -29,8 +29,9 @@ GOOD_SOLUTION = {
 
 def bad_file(tmp_path: Path) -> Path:
     """One good line, then a missing field, a wrong type, an empty step list, bad JSON, bad UTF-8."""
+    labeled = {**GOOD_SOLUTION, "consensus": {"kept": True, "first_error": -1, "reason": "agree"}}
     lines = [
-        json.dumps(GOOD_SOLUTION).encode(),
+        json.dumps(labeled).encode(),
         json.dumps({k: v for k, v in GOOD_SOLUTION.items() if k != "answer"}).encode(),
         json.dumps({**GOOD_SOLUTION, "correct": "yes"}).encode(),
         json.dumps({**GOOD_SOLUTION, "steps": []}).encode(),
@@ -155,3 +156,18 @@ def test_write_atomic_leaves_old_file_on_failure(tmp_path):
         write_atomic(path, records())
     assert path.read_text() == '{"id":"a"}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("stage", [
+    ["data", "convert", "{bad}", "{out}", "--from", "ours", "--to", "trl"],
+    ["annotate", "mc", "-i", "{bad}", "-o", "{out}", "backend=simulated"],
+    ["annotate", "judge", "-i", "{bad}", "-o", "{out}", "generator.model=/nonexistent"],
+])
+def test_stage_on_bad_input_stops_at_first_bad_line_and_writes_nothing(tmp_path, stage):
+    bad, out = bad_file(tmp_path), tmp_path / "out.jsonl"
+    args = [a.format(bad=bad, out=out) for a in stage]
+    proc = subprocess.run([sys.executable, "-m", "prm", *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:2: field 'answer': missing required field" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out.exists()
