@@ -31,6 +31,7 @@ from typing import Any
 
 from prm.config import to_dict
 from prm.errors import ConfigError
+from prm.steps import STEP_MARKER
 from train.config import TrainConfig
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: checkpointed on a signal; rerun with --resume
@@ -253,6 +254,8 @@ class Trainer:
                  f"{', LoRA' if cfg.lora.enabled else ''}{', packed' if cfg.data.packing else ', padded'}")
 
         model, tokenizer, peft_config = build_model(cfg)
+        if tokenizer.convert_tokens_to_ids(STEP_MARKER) != tok.convert_tokens_to_ids(STEP_MARKER):
+            raise ConfigError(f"{cfg.model}: the step marker got different ids in data and model tokenizers")
         ds_config = deepspeed_config(cfg, self.world, cuda)
         params = [p for p in model.parameters() if p.requires_grad]
         fn = lr_lambda(cfg, total)
