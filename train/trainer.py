@@ -241,6 +241,8 @@ class Trainer:
         tok = load_tokenizer(cfg.model)
         add_step_marker(tok)
         self.pack_length = cfg.data.pack_length or cfg.data.max_length
+        if cfg.data.packing and self.pack_length < cfg.data.max_length:
+            raise ConfigError(f"train.data.pack_length={self.pack_length} is below max_length={cfg.data.max_length}")
         self.train_data = load_tokenized(cfg.data.train_files, tok, cfg.data.max_length, cfg.data.format)
         val_data = load_tokenized(cfg.data.val_files, tok, cfg.data.max_length, cfg.data.format) \
             if cfg.data.val_files else []
@@ -287,6 +289,7 @@ class Trainer:
             if step == 0:
                 (self.out / "eval.jsonl").unlink(missing_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        dist.barrier()
         wandb_run = self._init_wandb() if self.rank == 0 and cfg.report_to == "wandb" else None
 
         self.engine.train()
