@@ -124,6 +124,10 @@ def main() -> int:
     all_results: dict[str, dict[str, dict]] = {}
     sim_base = {"backend": "simulated", "k": args.k, "simulated": {"noise": args.noise, "seed": args.seed}}
     all_results["simulated"] = bench_backend("simulated", solutions, sim_base, ["exhaustive", "exhaustive-full", "binary"])
+    # The claim that matters for cost: on longer solutions binary search needs far fewer rollouts.
+    long = [s for s in solutions if len(s.steps) >= 4]
+    all_results["simulated, >=4 steps"] = bench_backend("simulated, >=4 steps", long, sim_base,
+                                                        ["exhaustive", "exhaustive-full", "binary"])
 
     model_info = None
     if not args.skip_model:
