@@ -1,4 +1,4 @@
-"""Fixture `slurm`: a real local Slurm with two emulated nodes, started once per module, stopped by PID."""
+"""Fixture `slurm`: a real local Slurm with two emulated nodes, started once per session, stopped by PID."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from local_slurm import LocalSlurm, ensure_installed  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
+@pytest.fixture(scope="session")
+def slurm():
     reason = ensure_installed()
     if reason:
         pytest.skip(f"no local Slurm: {reason}")

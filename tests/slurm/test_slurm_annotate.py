@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,29 +18,10 @@ from prm.cli import main
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "slurm"))
-from local_slurm import LocalSlurm, ensure_installed  # noqa: E402
-
 ARGS = ["backend=simulated", "mode=binary", "k=3", "simulated.noise=0.1"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    reason = ensure_installed()
-    if reason:
-        pytest.skip(f"no local Slurm: {reason}")
-    root = Path(tempfile.mkdtemp(prefix="prm-slurm-mc-"))
-    root.chmod(0o755)
-    slurm = LocalSlurm(root, nodes=2, cpus=2, ctld_port=6917)  # apart from tests/slurm's port
-    slurm.start()
-    try:
-        yield slurm
-    finally:
-        slurm.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_submit_array_and_dependent_merge(cluster, tmp_path):
+def test_submit_array_and_dependent_merge(slurm, tmp_path):
     tmp_path.chmod(0o755)
     sols = [s for p in gsm_symbolic_problems(16, seed=4) for s in make_solutions(p, 0.5, seed=0)]
     src = tmp_path / "tb.jsonl"
@@ -51,14 +30,14 @@ def test_submit_array_and_dependent_merge(cluster, tmp_path):
     assert main(["annotate", "mc", "-i", str(src), "-o", str(ref), *ARGS]) == 0
 
     out = tmp_path / "out" / "mc.jsonl"
-    env = {**cluster.env, "PRM_PYTHON": sys.executable,
+    env = {**slurm.env, "PRM_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(["bash", str(REPO / "slurm" / "annotate_submit.sh"), "-n", "2", "-i", str(src),
                            "-o", str(out), "-s", "--cpus-per-task=1", "--", *ARGS], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     words = proc.stdout.split()
     array_id, merge_id = words[2], words[words.index("merge") + 2].rstrip(",;")
-    states = cluster.wait([array_id, merge_id], timeout_s=300)
+    states = slurm.wait([array_id, merge_id], timeout_s=300)
     logs = "\n".join(p.read_text() for p in (tmp_path / "out" / "logs").glob("*.log"))
     assert all(s == "COMPLETED 0:0" for s in states.values()), (states, logs)
     assert len(states) == 3  # two array tasks and the merge job
