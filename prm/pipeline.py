@@ -94,6 +94,7 @@ class Runner:
         if self.only is not None and name not in self.only:
             return
         if self.is_done(name, [key]):
+            print(f"[prm run] {name}: done already, skipped", flush=True)
             self.skipped.append(name)
             return
         if self.dry_run:
