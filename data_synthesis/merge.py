@@ -22,14 +22,13 @@ The output is written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import iter_lines, write_atomic
+from prm.jsonl import iter_lines, parse_line, write_atomic
 from prm.records import record_id
 from prm.shards import parse_shard_path, shard_of, shard_path, shard_paths
 
@@ -95,15 +94,9 @@ def _read_shard(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str | Non
                 return [], f"{path}: last line ({last}) is cut off (killed mid-write?)"
     rows = []
     for lineno, raw in iter_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(str(path), lineno, None, f"invalid JSON line: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError(str(path), lineno, None, f"expected a JSON object, got {type(data).__name__}")
-        rows.append((lineno, data))
+        data = parse_line(str(path), lineno, raw)
+        if data is not None:
+            rows.append((lineno, data))
     return rows, None
 
 
@@ -120,13 +113,10 @@ def _expected_ids(path: str) -> list[str]:
         raise InputError(path, None, None, "no such file (--expect)")
     ids = []
     for lineno, raw in iter_lines(path):
-        if not raw.strip():
+        data = parse_line(path, lineno, raw)
+        if data is None:
             continue
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(path, lineno, None, f"invalid JSON line: {exc}") from None
-        rid = record_id(data) if isinstance(data, dict) else None
+        rid = record_id(data)
         if rid is None:
             raise InputError(path, lineno, "id", "missing: --expect needs an id on every record")
         ids.append(rid)

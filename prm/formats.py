@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import _parse_line, iter_lines, write_atomic
+from prm.jsonl import iter_lines, parse_line, write_atomic
 from prm.records import (
     ConsensusAnnotation,
     JudgeAnnotation,
@@ -92,7 +92,7 @@ def _iter_rows(source: str, split: str, on_bad: OnBadRow | None) -> Iterator[tup
 def _jsonl_rows(path: str, on_bad: OnBadRow | None) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, raw in iter_lines(path):
         try:
-            data = _parse_line(path, lineno, raw)
+            data = parse_line(path, lineno, raw)
         except InputError as exc:
             if on_bad is None:
                 raise

@@ -30,7 +30,7 @@ class ReadReport:
     errors: list[InputError] = field(default_factory=list)
 
 
-def _parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
+def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
     """Decode one line; None for a blank line. Raises InputError on bad UTF-8 or bad JSON."""
     try:
         text = raw.decode("utf-8")
@@ -66,7 +66,7 @@ def iter_records(
         raise InputError(path, None, None, "no such file")
     for lineno, raw in iter_lines(path):
         try:
-            data = _parse_line(path, lineno, raw)
+            data = parse_line(path, lineno, raw)
             if data is None:
                 continue
             cls = record_type or guess_record_type(data)
