@@ -314,14 +314,10 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from prm.config import load_section
+    from prm.cli import load_stage_config
     from prm.shards import parse_shard
 
-    cfg = load_section(JudgeConfig, "judge", args.config, args.overrides)
-    if args.input:
-        cfg = dataclasses.replace(cfg, input=args.input)
-    if args.output:
-        cfg = dataclasses.replace(cfg, output=args.output)
+    cfg = load_stage_config(JudgeConfig, "judge", args)
     shard = parse_shard(args.shard) if args.shard else None
     run_judge(cfg, shard)
     return 0

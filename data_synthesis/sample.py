@@ -19,7 +19,6 @@ same seeds and only the missing ids are written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,14 +202,10 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from prm.config import load_section
+    from prm.cli import load_stage_config
     from prm.shards import parse_shard
 
-    cfg = load_section(SampleConfig, "sample", args.config, args.overrides)
-    if args.input:
-        cfg = dataclasses.replace(cfg, input=args.input)
-    if args.output:
-        cfg = dataclasses.replace(cfg, output=args.output)
+    cfg = load_stage_config(SampleConfig, "sample", args)
     shard = parse_shard(args.shard) if args.shard else None
     run_sample(cfg, shard)
     return 0

@@ -29,6 +29,17 @@ def add_shard_arg(parser: argparse.ArgumentParser) -> None:
                         help="process only shard I of N (0-based; a stable split by record id)")
 
 
+def load_stage_config(cls: type, section: str, args: argparse.Namespace):
+    """A stage's config: its YAML section and overrides, then `-i` / `-o` from the command line on top."""
+    import dataclasses
+
+    from prm.config import load_section
+
+    cfg = load_section(cls, section, args.config, args.overrides)
+    paths = {name: value for name in ("input", "output") if (value := getattr(args, name, None))}
+    return dataclasses.replace(cfg, **paths) if paths else cfg
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from prm.jsonl import validate_file
     from prm.records import RECORD_TYPES
