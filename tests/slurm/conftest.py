@@ -1,4 +1,4 @@
-"""Fixture `slurm`: a real local Slurm with two emulated nodes, started once per session, stopped by PID."""
+"""Fixture `slurm`: a real local Slurm with two emulated nodes, started once per test module, stopped by PID."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from local_slurm import LocalSlurm, ensure_installed  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm():
     reason = ensure_installed()
     if reason:
