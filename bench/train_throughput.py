@@ -3,6 +3,9 @@
     python bench/train_throughput.py --out bench/results/train_throughput.json
     python bench/train_throughput.py --skip-embedded --steps 8      # tiny model only (a minute)
 
+The embedded model also runs packed in bf16 (every weight trained, then only the top 4 blocks and the
+head: `trainable_layers=4`), so the table gives fp32 against bf16 and all weights against the top blocks.
+
 Each configuration is a real `prm train` run (single process, DeepSpeed ZeRO-2, fp32, CPU) in its own
 subprocess, on toy data (`train/toy_data.py`, 2-12 steps per example, ~60-250 tokens). Both modes get the
 same token budget per micro-batch: `micro_batch_size` rows of at most `max_length` tokens; padded rows hold
@@ -31,9 +34,10 @@ sys.path.insert(0, str(REPO))
 
 
 def run_one(model: str, data: str, out: Path, packed: bool, steps: int, mb: int, max_length: int,
-            threads: int) -> dict[str, Any]:
+            threads: int, precision: str = "fp32", trainable_layers: int = -1) -> dict[str, Any]:
     overrides = [f"model={model}", f"output_dir={out}", f"data.train_files=[{data}]", "data.val_files=[]",
-                 f"max_steps={steps}", "save_every=0", "eval_every=0", "log_every=1", "precision=fp32",
+                 f"max_steps={steps}", "save_every=0", "eval_every=0", "log_every=1", f"precision={precision}",
+                 f"trainable_layers={trainable_layers}",
                  "report_to=none", f"data.packing={'true' if packed else 'false'}",
                  f"data.micro_batch_size={mb}", f"data.max_length={max_length}", f"data.pack_length={max_length}",
                  "optim.lr=1e-4"]
@@ -54,12 +58,16 @@ def run_one(model: str, data: str, out: Path, packed: bool, steps: int, mb: int,
     labelled = sum(r["steps"] for r in timed)
     slots = len(timed) * mb * max_length
     return {
-        "packed": packed, "steps": steps, "micro_batch_size": mb, "max_length": max_length,
+        "packed": packed, "precision": precision, "trainable_layers": trainable_layers, "steps": steps, "micro_batch_size": mb, "max_length": max_length,
         "tokens_per_s": tokens / seconds, "labelled_steps_per_s": labelled / seconds,
         "tokens_per_optimizer_step": tokens / len(timed), "slot_use": tokens / slots,
         "seconds_per_step": seconds / len(timed), "peak_rss_mib": usage.ru_maxrss / 1024,
         "wall_s": time.time() - start, "final_loss": rows[-1]["loss"],
     }
+
+
+def _blocks(trainable_layers: int) -> str:
+    return "all" if trainable_layers < 0 else f"top {trainable_layers}"
 
 
 def main() -> int:
@@ -87,25 +95,33 @@ def main() -> int:
         if not args.skip_embedded:
             models.append((EMBEDDED_MODEL, resolve_model(EMBEDDED_MODEL), args.embedded_steps))
         for name, path, steps in models:
-            for packed in (False, True):
+            variants = [(False, "fp32", -1), (True, "fp32", -1)]
+            if name == EMBEDDED_MODEL:
+                variants += [(True, "bf16", -1), (True, "bf16", 4)]
+            for packed, precision, trainable in variants:
                 out = root / f"{len(results)}"
                 row = run_one(path, str(data), out, packed, steps, args.micro_batch_size, args.max_length,
-                              args.threads)
+                              args.threads, precision, trainable)
                 row["model"] = name
                 results.append(row)
-                print(f"{name:24s} {'packed' if packed else 'padded'}: {row['tokens_per_s']:.0f} tok/s", flush=True)
+                print(f"{name:24s} {'packed' if packed else 'padded'} {precision} {_blocks(trainable)}: "
+                      f"{row['tokens_per_s']:.0f} tok/s", flush=True)
 
-    header = (f"{'model':24s} {'mode':7s} {'tok/s':>9s} {'steps/s':>8s} {'tok/step':>9s} {'slot use':>9s} "
-              f"{'s/step':>7s} {'peak RSS MiB':>13s}")
+    header = (f"{'model':24s} {'mode':7s} {'dtype':5s} {'trained':8s} {'tok/s':>9s} {'steps/s':>8s} "
+              f"{'tok/step':>9s} {'slot use':>9s} {'s/step':>7s} {'peak RSS MiB':>13s}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
-        print(f"{r['model']:24s} {'packed' if r['packed'] else 'padded':7s} {r['tokens_per_s']:9.0f} "
+        print(f"{r['model']:24s} {'packed' if r['packed'] else 'padded':7s} {r['precision']:5s} "
+              f"{_blocks(r['trainable_layers']):8s} {r['tokens_per_s']:9.0f} "
               f"{r['labelled_steps_per_s']:8.1f} {r['tokens_per_optimizer_step']:9.0f} {r['slot_use']:9.2f} "
               f"{r['seconds_per_step']:7.2f} {r['peak_rss_mib']:13.0f}")
     for name in dict.fromkeys(r["model"] for r in results):
-        pair = {r["packed"]: r for r in results if r["model"] == name}
-        if len(pair) == 2:
-            print(f"{name}: packing x{pair[True]['tokens_per_s'] / pair[False]['tokens_per_s']:.2f} tokens/s")
+        rate = {(r["packed"], r["precision"], r["trainable_layers"]): r["tokens_per_s"]
+                for r in results if r["model"] == name}
+        print(f"{name}: packing x{rate[True, 'fp32', -1] / rate[False, 'fp32', -1]:.2f} tokens/s")
+        if (True, "bf16", 4) in rate:
+            print(f"{name}: bf16 x{rate[True, 'bf16', -1] / rate[True, 'fp32', -1]:.2f} tokens/s over fp32; "
+                  f"top 4 blocks x{rate[True, 'bf16', 4] / rate[True, 'bf16', -1]:.2f} over every weight")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,

@@ -22,7 +22,8 @@ label, so they are excluded (`after_error=exclude`, the default) or counted as e
 Predicted: a PRM step is correct when its score >= threshold; for first-error predictors, steps before the
 predicted first error are correct and the rest erroneous; items without a usable prediction are left out (as
 PRMBench drops invalid outputs) and counted. F1 (correct steps positive), negative F1 (erroneous steps
-positive), PRMScore = their mean; counts pooled over the items of a split.
+positive), PRMScore = their mean; counts pooled over the items of a split. Step AUC (PRM only, threshold-free): the
+chance that a gold-correct step scores above a gold-erroneous one, pooled over a split.
 """
 
 from __future__ import annotations
@@ -136,6 +137,30 @@ def step_f1(counts: dict[str, int]) -> dict[str, float | None]:
     return {"step_f1": pos, "step_negative_f1": neg, "prmscore": score}
 
 
+def step_auc(correct: Sequence[float], erroneous: Sequence[float]) -> float | None:
+    """Threshold-free: the chance that a correct step outscores an erroneous one (ties count half)."""
+    if not correct or not erroneous:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([np.asarray(correct, float), np.asarray(erroneous, float)]))
+    n_pos, n_neg = len(correct), len(erroneous)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _gold_step_scores(items: Sequence[StepItem], after_error: str) -> tuple[list[float], list[float]]:
+    """PRM scores of the labelled steps, split into gold-correct and gold-erroneous (step_counts' rules)."""
+    correct: list[float] = []
+    erroneous: list[float] = []
+    for it in items:
+        for k, score in enumerate(it.step_scores or []):
+            if it.label == -1 or k < it.label:
+                correct.append(score)
+            elif k == it.label or after_error == "error":
+                erroneous.append(score)
+    return correct, erroneous
+
+
 def _first_error_to_steps(pred: int, n_steps: int) -> list[bool]:
     return [pred == -1 or k < pred for k in range(n_steps)]
 
@@ -172,11 +197,13 @@ def evaluate_source(items: Sequence[StepItem], source: str, threshold: float | N
                 counts[key] += v
         row = processbench_metrics([it.label for it in group], preds)
         row.update(step_f1(counts))
+        row["step_auc"] = step_auc(*_gold_step_scores(group, after_error)) if source == "prm" else None
         row["step_counts"] = counts
         row["no_prediction"] = unusable
         splits[name] = row
     average = {key: _mean([r[key] for r in splits.values()])
-               for key in ("acc_error", "acc_correct", "f1", "step_f1", "step_negative_f1", "prmscore")}
+               for key in ("acc_error", "acc_correct", "f1", "step_f1", "step_negative_f1", "prmscore",
+                        "step_auc")}
     average["splits_without_f1"] = [name for name, r in splits.items() if r["f1"] is None]
     return {"splits": splits, "average": average}
 
@@ -223,7 +250,7 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
     out["splits"] = split_names
     headline: dict[str, float | None] = {}
     for source, res in out["sources"].items():
-        for key in ("f1", "acc_error", "acc_correct", "prmscore"):
+        for key in ("f1", "acc_error", "acc_correct", "prmscore", "step_auc"):
             headline[f"{source}.{key}"] = res["average"][key]
         for split, row in res["splits"].items():
             headline[f"{source}.f1.{split}"] = row["f1"]
@@ -244,7 +271,7 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
                "(correct steps positive), negative F1 (erroneous steps positive), PRMScore = their mean; "
                f"steps after the gold first error: {'excluded' if cfg.after_error == 'exclude' else 'erroneous'}.")
     headers = ["split", "erroneous", "correct", "acc. erroneous", "acc. correct", "F1", "step F1",
-               "step neg. F1", "PRMScore", "no prediction"]
+               "step neg. F1", "PRMScore", "step AUC", "no prediction"]
     for source, res in metrics["sources"].items():
         title = {"prm": "PRM", "judge": "LLM judge", "predicted": "predicted_first_error"}[source]
         report.heading(title)
@@ -256,11 +283,13 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
             else:
                 report.add(f"Fixed threshold {res['threshold']:.4f}.")
         rows = [[name, r["n_error"], r["n_correct"], pct(r["acc_error"]), pct(r["acc_correct"]), pct(r["f1"]),
-                 pct(r["step_f1"]), pct(r["step_negative_f1"]), pct(r["prmscore"]), r["no_prediction"]]
+                 pct(r["step_f1"]), pct(r["step_negative_f1"]), pct(r["prmscore"]), pct(r["step_auc"]),
+                 r["no_prediction"]]
                 for name, r in res["splits"].items()]
         avg = res["average"]
         rows.append(["**average**", "", "", pct(avg["acc_error"]), pct(avg["acc_correct"]), pct(avg["f1"]),
-                     pct(avg["step_f1"]), pct(avg["step_negative_f1"]), pct(avg["prmscore"]), ""])
+                     pct(avg["step_f1"]), pct(avg["step_negative_f1"]), pct(avg["prmscore"]),
+                     pct(avg["step_auc"]), ""])
         report.add(md_table(headers, rows))
         if source == "prm" and res["fitted"]:
             import matplotlib

@@ -126,11 +126,15 @@ def split_problems(src: str, run: RunConfig, out: dict[str, str]) -> None:
 
 
 def save_untrained(config: str, overrides: list[str], out: str) -> None:
-    """The baseline: the same backbone with the marker token and a fresh (untrained) 2-class head."""
+    """The baseline: the same backbone with the marker token and a fresh (untrained) 2-class head, seeded as
+    `prm train` seeds it, so it is the trained model's starting point."""
+    import torch
+
     from prm.prm_model import build_prm
     from train.config import TrainConfig
 
     train = load_section(TrainConfig, "train", config, overrides)
+    torch.manual_seed(train.seed)
     model, tokenizer = build_prm(train.model)
     tmp = Path(f"{out}.tmp{os.getpid()}")
     model.save_pretrained(tmp)

@@ -22,6 +22,8 @@ class LoraConfig:
 @dataclass
 class OptimConfig:
     lr: float = option(2e-5, help="peak learning rate")
+    head_lr: float = option(0.0, help="peak learning rate of the new score head (0 = lr); a fresh head "
+                                      "learns faster than a pretrained body should move")
     weight_decay: float = option(0.0, help="AdamW weight decay")
     betas: list[float] = option([0.9, 0.999], help="AdamW betas")
     eps: float = option(1e-8, help="AdamW epsilon")
@@ -54,6 +56,9 @@ class TrainConfig:
     class_weights: list[float] = option([1.0, 1.0], help="[weight of wrong steps, weight of correct steps]")
     deepspeed: str = option("zero2", help="zero2 | zero3 | a DeepSpeed JSON path ('auto' values filled in)")
     precision: Literal["bf16", "fp32"] = option("bf16", help="bf16 mixed precision or fp32")
+    trainable_layers: int = option(-1, help="train only the top N transformer blocks, the final norm and the "
+                                            "head (0 = the head only, -1 = every weight); the frozen lower "
+                                            "blocks keep no activations for backward, so a step is cheaper")
     gradient_checkpointing: bool = option(False, help="recompute activations in backward")
     gradient_accumulation_steps: int = option(1, help="micro-batches per optimizer step per device")
     max_steps: int = option(0, help="optimizer steps (0 = epochs x steps per epoch)")

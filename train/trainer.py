@@ -125,6 +125,45 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return fn
 
 
+def _blocks(model: Any) -> Any:
+    """The backbone's list of transformer blocks (`layers` in Llama/Qwen/Mistral, `h` in GPT-2)."""
+    import torch
+
+    body = model.base_model
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(body, name, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise ConfigError(f"train.trainable_layers: no list of transformer blocks found in {type(body).__name__}")
+
+
+def freeze_lower_layers(model: Any, trainable: int) -> None:
+    """Freeze all but the top `trainable` blocks; the head (and, with blocks trained, the final norm) stay
+    trainable. The embeddings, the marker's row included, stay as initialized."""
+    blocks = _blocks(model)
+    if trainable > len(blocks):
+        raise ConfigError(f"train.trainable_layers={trainable}: the model has {len(blocks)} blocks")
+    prefix = model.base_model_prefix + "."
+    keep = {id(p) for block in list(blocks)[len(blocks) - trainable:] for p in block.parameters()}
+    body = model.base_model
+    final_norm = getattr(body, "norm", None) or getattr(body, "ln_f", None)
+    if trainable > 0 and final_norm is not None:
+        keep |= {id(p) for p in final_norm.parameters()}
+    for name, p in model.named_parameters():
+        if name.startswith(prefix) and id(p) not in keep:
+            p.requires_grad_(False)
+
+
+def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Trainable parameters as optimizer groups: the body at optim.lr, the score head at optim.head_lr."""
+    head, body = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (head if ".score." in f".{name}" else body).append(p)  # peft: base_model.model.score.<...>
+    groups = [{"params": body, "lr": cfg.optim.lr}] if body else []
+    return groups + [{"params": head, "lr": cfg.optim.head_lr or cfg.optim.lr}]
+
+
 def build_model(cfg: TrainConfig) -> tuple[Any, Any, Any]:
     """(model ready for DeepSpeed, tokenizer, peft LoraConfig or None)."""
     import torch
@@ -133,6 +172,10 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any, Any]:
 
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_prm(cfg.model, dtype="fp32")
+    if cfg.trainable_layers >= 0:
+        if cfg.lora.enabled:
+            raise ConfigError("train.trainable_layers and train.lora.enabled: choose one way to limit training")
+        freeze_lower_layers(model, cfg.trainable_layers)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_config = None
@@ -259,10 +302,9 @@ class Trainer:
         if tokenizer.convert_tokens_to_ids(STEP_MARKER) != tok.convert_tokens_to_ids(STEP_MARKER):
             raise ConfigError(f"{cfg.model}: the step marker got different ids in data and model tokenizers")
         ds_config = deepspeed_config(cfg, self.world, cuda)
-        params = [p for p in model.parameters() if p.requires_grad]
         fn = lr_lambda(cfg, total)
         self.engine, _, _, scheduler = deepspeed.initialize(
-            model=model, model_parameters=params, config=ds_config,
+            model=model, model_parameters=parameter_groups(model, cfg), config=ds_config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, fn))
 
         step = 0

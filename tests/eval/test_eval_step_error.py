@@ -13,6 +13,7 @@ from eval.step_error import (
     fit_threshold,
     predict_first_error,
     processbench_metrics,
+    step_auc,
     step_counts,
     step_f1,
 )
@@ -68,6 +69,20 @@ def test_prmbench_step_f1_by_hand(items):
     assert res["step_counts"] == {"tp": 5, "fn": 1, "fp": 2, "tn": 2}
     assert res["step_f1"] == pytest.approx(10 / 13)
     assert res["step_negative_f1"] == pytest.approx(4 / 7)
+
+
+def test_step_auc_by_hand(items):
+    # gsm8k, after-error steps excluded: correct steps g1 .9, g2 .9 .7 .6, g4 .8 .45; erroneous g1 .2, g3 .4:
+    # every correct step outscores both erroneous ones (AUC 1); math likewise (.6 .55 .9 against .3 .3).
+    # With after-error steps counted as erroneous, g1's .8 and g3's .9 join the erroneous side.
+    res = evaluate_steps(items, EvalConfig(threshold=0.5))["sources"]["prm"]
+    assert res["splits"]["gsm8k"]["step_auc"] == 1.0 and res["average"]["step_auc"] == 1.0
+    assert step_auc([0.9, 0.5], [0.5, 0.1]) == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert step_auc([0.2], [0.8]) == 0.0 and step_auc([], [0.3]) is None
+    res = evaluate_steps(items, EvalConfig(threshold=0.5, after_error="error"))["sources"]["prm"]
+    correct, erroneous = [0.9, 0.9, 0.7, 0.6, 0.8, 0.45], [0.2, 0.8, 0.4, 0.9]
+    won = sum(1.0 if c > e else 0.5 if c == e else 0.0 for c in correct for e in erroneous)
+    assert res["splits"]["gsm8k"]["step_auc"] == pytest.approx(won / 24)
 
 
 def test_fitted_threshold_is_reused_on_all_splits(items):

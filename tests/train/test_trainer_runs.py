@@ -76,3 +76,23 @@ def test_lora_bf16_merged_on_save_report_none(tmp_path, tiny_model_dir):
     k_base = base.model.layers[0].mlp.up_proj.weight
     assert not torch.allclose(q_trained, q_base, atol=1e-3)  # adapter merged into a target module
     assert torch.allclose(k_trained, k_base, atol=1e-2)  # a non-target module only saw the bf16 round trip
+
+
+def test_top_layers_only_keep_the_frozen_weights(tmp_path, tiny_model_dir):
+    """trainable_layers=1 with a separate head learning rate: block 0 and the embeddings come out as they
+    went in, block 1 and the head moved, and the loss still falls."""
+    from transformers import AutoModelForCausalLM
+
+    data = write_toy(tmp_path, 24, seed=0)
+    out = tmp_path / "top"
+    res = run_train(base_overrides(tiny_model_dir, out, data, trainable_layers=1, max_steps=8,
+                                   **{"optim.lr": 2e-3, "optim.head_lr": 2e-2}))
+    assert res.returncode == 0, res.stderr[-3000:]
+    curve = losses(out)
+    assert sum(curve[-3:]) / 3 < curve[0]
+    model = _check_final_folder(out / "final", toy_examples(2, seed=9))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rows = base.model.embed_tokens.weight.shape[0]  # the marker's row was added after the base
+    assert torch.equal(model.model.embed_tokens.weight[:rows], base.model.embed_tokens.weight)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+    assert not torch.allclose(model.model.layers[1].mlp.up_proj.weight, base.model.layers[1].mlp.up_proj.weight)

@@ -10,7 +10,7 @@ import pytest
 from prm.config import load_section
 from prm.errors import ConfigError
 from train.config import TrainConfig
-from train.trainer import deepspeed_config, lr_lambda, step_metrics
+from train.trainer import deepspeed_config, freeze_lower_layers, lr_lambda, parameter_groups, step_metrics
 
 from .trainer_helpers import REPO, run_train
 
@@ -24,6 +24,39 @@ def test_step_metrics_hand_values():
     # error items: #0 gold 1 pred 1 (hit), #3 gold 0 pred 0 (hit); correct items: #1 pred -1 (hit), #2 pred 1 (miss)
     assert m["acc_error"] == 1.0 and m["acc_correct"] == 0.5
     assert m["f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("trainable", [0, 1])
+def test_freeze_lower_layers_and_head_lr_group(tiny_model_dir, trainable):
+    from prm.prm_model import build_prm
+
+    model, _ = build_prm(tiny_model_dir)  # 2 blocks
+    freeze_lower_layers(model, trainable)
+    names = _trainable(model)
+    assert {"score.weight", "score.bias"} <= names
+    assert not any(n.startswith(("model.embed_tokens", "model.layers.0.")) for n in names)
+    assert any(n.startswith("model.layers.1.") for n in names) == (trainable == 1)
+    assert ("model.norm.weight" in names) == (trainable == 1)
+    cfg = load_section(TrainConfig, "train", None, ["optim.lr=1e-4", "optim.head_lr=1e-2"])
+    groups = parameter_groups(model, cfg)
+    assert groups[-1]["lr"] == 1e-2 and {id(p) for p in groups[-1]["params"]} == {
+        id(model.score.weight), id(model.score.bias)}
+    assert len(groups) == (2 if trainable else 1) and (not trainable or groups[0]["lr"] == 1e-4)
+    with pytest.raises(ConfigError, match="has 2 blocks"):
+        freeze_lower_layers(model, 3)
+
+
+def test_head_lr_defaults_to_lr(tiny_model_dir):
+    from prm.prm_model import build_prm
+
+    model, _ = build_prm(tiny_model_dir)
+    groups = parameter_groups(model, load_section(TrainConfig, "train", None, ["optim.lr=3e-4"]))
+    assert [g["lr"] for g in groups] == [3e-4, 3e-4]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_lr_schedule():
