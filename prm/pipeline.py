@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -139,6 +140,7 @@ def save_untrained(config: str, overrides: list[str], out: str) -> None:
     tmp = Path(f"{out}.tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)  # a folder cannot be renamed over a non-empty one
     os.replace(tmp, out)
 
 

@@ -73,10 +73,13 @@ def test_prmbench_step_f1_by_hand(items):
 
 def test_step_auc_by_hand(items):
     # gsm8k, after-error steps excluded: correct steps g1 .9, g2 .9 .7 .6, g4 .8 .45; erroneous g1 .2, g3 .4:
-    # every correct step outscores both erroneous ones (AUC 1); math likewise (.6 .55 .9 against .3 .3).
+    # every correct step outscores both erroneous ones (AUC 1). math: correct m1 .6 .55, m2 .3, m3 .9 against
+    # erroneous m1 .3, m2 .1: 7 pairs won and one tie (.3, .3) of 8.
     # With after-error steps counted as erroneous, g1's .8 and g3's .9 join the erroneous side.
     res = evaluate_steps(items, EvalConfig(threshold=0.5))["sources"]["prm"]
-    assert res["splits"]["gsm8k"]["step_auc"] == 1.0 and res["average"]["step_auc"] == 1.0
+    assert res["splits"]["gsm8k"]["step_auc"] == 1.0
+    assert res["splits"]["math"]["step_auc"] == pytest.approx(7.5 / 8)
+    assert res["average"]["step_auc"] == pytest.approx((1 + 7.5 / 8) / 2)
     assert step_auc([0.9, 0.5], [0.5, 0.1]) == pytest.approx((1 + 1 + 0.5 + 1) / 4)
     assert step_auc([0.2], [0.8]) == 0.0 and step_auc([], [0.3]) is None
     res = evaluate_steps(items, EvalConfig(threshold=0.5, after_error="error"))["sources"]["prm"]
