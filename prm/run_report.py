@@ -64,13 +64,15 @@ def write_run_report(run_dir: Path, seconds: float, timings: dict[str, float], s
                                           else "") + ".", ""]
 
     lines += ["## Step-error benchmark (held-out testbed items, ProcessBench metrics)", "",
-              "| model | acc. on erroneous | acc. on correct | F1 | step F1 | PRMScore |", "|---|---|---|---|---|---|"]
+              "| model | acc. on erroneous | acc. on correct | F1 | step F1 | step neg. F1 | PRMScore | step AUC |",
+              "|---|---|---|---|---|---|---|---|"]
     for m in MODELS:
         if steps[m] is None:
             continue
         avg = steps[m]["sources"]["prm"]["average"]
         lines.append(f"| {m} | {_pct(avg['acc_error'])} | {_pct(avg['acc_correct'])} | {_pct(avg['f1'])} | "
-                     f"{_pct(avg['step_f1'])} | {_pct(avg['prmscore'])} |")
+                     f"{_pct(avg['step_f1'])} | {_pct(avg['step_negative_f1'])} | {_pct(avg['prmscore'])} | "
+                     f"{_pct(avg.get('step_auc'))} |")
     lines += ["", "Details: " + ", ".join(f"[{m}](steps.{m}/report.md)" for m in MODELS), ""]
 
     present = {m: v for m, v in bon.items() if v is not None}
