@@ -1,6 +1,6 @@
 """Does a few minutes of CPU training teach the embedded model to find wrong steps? Trained against untrained.
 
-    python bench/testbed_training.py                                    # ~10 min on 2 CPU cores
+    python bench/testbed_training.py                                    # ~9 min on 2 CPU cores
     python bench/testbed_training.py --problems 300 train.max_steps=20  # a quicker, weaker run
 
 Runs the README's commands one after another (each `prm` command in its own subprocess):

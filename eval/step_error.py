@@ -22,8 +22,8 @@ label, so they are excluded (`after_error=exclude`, the default) or counted as e
 Predicted: a PRM step is correct when its score >= threshold; for first-error predictors, steps before the
 predicted first error are correct and the rest erroneous; items without a usable prediction are left out (as
 PRMBench drops invalid outputs) and counted. F1 (correct steps positive), negative F1 (erroneous steps
-positive), PRMScore = their mean; counts pooled over the items of a split. Step AUC (PRM only, threshold-free): the
-chance that a gold-correct step scores above a gold-erroneous one, pooled over a split.
+positive), PRMScore = their mean; counts pooled over the items of a split. Step AUC (PRM only, threshold-free):
+the chance that a gold-correct step scores above a gold-erroneous one, pooled over a split.
 """
 
 from __future__ import annotations
@@ -201,9 +201,8 @@ def evaluate_source(items: Sequence[StepItem], source: str, threshold: float | N
         row["step_counts"] = counts
         row["no_prediction"] = unusable
         splits[name] = row
-    average = {key: _mean([r[key] for r in splits.values()])
-               for key in ("acc_error", "acc_correct", "f1", "step_f1", "step_negative_f1", "prmscore",
-                        "step_auc")}
+    keys = ("acc_error", "acc_correct", "f1", "step_f1", "step_negative_f1", "prmscore", "step_auc")
+    average = {key: _mean([r[key] for r in splits.values()]) for key in keys}
     average["splits_without_f1"] = [name for name, r in splits.items() if r["f1"] is None]
     return {"splits": splits, "average": average}
 

@@ -67,3 +67,21 @@ def test_zero3_lora_bf16_checkpointing_merged_final(runs):
     model = AutoModelForTokenClassification.from_pretrained(out / "final")
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert model.config.step_marker_id is not None and model.score.weight.abs().sum() > 0
+
+
+def test_zero3_top_layers_with_head_lr(runs):
+    """ZeRO-3 partitions a model whose lower block is frozen, with two learning rates; the frozen block comes
+    out of the final save unchanged."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    out = runs["root"] / "top3"
+    res = run_train(base_overrides(runs["model"], out, runs["data"], deepspeed="zero3", max_steps=3,
+                                   trainable_layers=1, **{"optim.lr": 1e-3, "optim.head_lr": 4e-3}), nproc=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(losses(out)) == 3
+    model = AutoModelForTokenClassification.from_pretrained(out / "final", dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(runs["model"])
+    assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(model.model.layers[1].self_attn.q_proj.weight,
+                           base.model.layers[1].self_attn.q_proj.weight)
