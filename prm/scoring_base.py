@@ -188,23 +188,26 @@ class Scorer:
         raise NotImplementedError
 
     # ---- shared -----------------------------------------------------------------------------------
-    def encode_checked(self, index: int, problem: str, steps: list[str]) -> Encoded:
-        if not steps:
-            raise PrmError(f"solution {index}: no steps to score")
-        enc = self.encode(problem, steps)
-        if len(enc.positions) != len(steps):
-            raise PrmError(f"solution {index}: {len(enc.positions)} step positions found for {len(steps)} steps "
-                           f"(format {self.format}: the step tag must be one token, never produced by content)")
-        if self.max_positions and len(enc.input_ids) > self.max_positions and not self._warned_long:
-            print(f"warning: a solution has {len(enc.input_ids)} tokens, more than the model's "
-                  f"{self.max_positions} positions; its later steps may score poorly", file=sys.stderr)
-            self._warned_long = True
-        return enc
+    def encode_many(self, problems: list[str], steps: list[list[str]]) -> list[Encoded]:
+        """Every solution encoded; a format whose layout allows it tokenizes all of them in one call."""
+        return [self.encode(p, s) for p, s in zip(problems, steps, strict=True)]
 
     def encode_all(self, problems: list[str], steps: list[list[str]]) -> list[Encoded]:
         if len(problems) != len(steps):
             raise PrmError(f"{len(problems)} problems for {len(steps)} step lists")
-        return [self.encode_checked(i, p, s) for i, (p, s) in enumerate(zip(problems, steps, strict=True))]
+        empty = next((i for i, s in enumerate(steps) if not s), None)
+        if empty is not None:
+            raise PrmError(f"solution {empty}: no steps to score")
+        encoded = self.encode_many(problems, steps)
+        for index, (enc, s) in enumerate(zip(encoded, steps, strict=True)):
+            if len(enc.positions) != len(s):
+                raise PrmError(f"solution {index}: {len(enc.positions)} step positions found for {len(s)} steps "
+                               f"(format {self.format}: the step tag must be one token, never produced by content)")
+            if self.max_positions and len(enc.input_ids) > self.max_positions and not self._warned_long:
+                print(f"warning: a solution has {len(enc.input_ids)} tokens, more than the model's "
+                      f"{self.max_positions} positions; its later steps may score poorly", file=sys.stderr)
+                self._warned_long = True
+        return encoded
 
     def pad_batch(self, encoded: list[Encoded]) -> tuple[Any, Any]:
         """Right-padded input ids and attention mask on the scorer's device."""

@@ -252,13 +252,24 @@ class SkyworkScorer(Scorer):
         return cls(backbone, head.float().to(device).eval(), tokenizer, device, dtype)
 
     def encode(self, problem: str, steps: list[str]) -> Encoded:
-        ids = self.tokenizer.encode((self.tokenizer.bos_token or "") + problem + "\n")
-        positions = []
-        for step_ids in self.tokenizer(steps)["input_ids"]:
-            ids.extend(step_ids)
-            positions.append(len(ids))
-            ids.append(self.step_id)
-        return Encoded(ids, positions)
+        return self.encode_many([problem], [steps])[0]
+
+    def encode_many(self, problems: list[str], steps: list[list[str]]) -> list[Encoded]:
+        # Two tokenizer calls for all solutions (problems, then every step) instead of two per solution.
+        bos = self.tokenizer.bos_token or ""
+        heads = self.tokenizer([bos + p + "\n" for p in problems])["input_ids"]
+        flat = [s for solution in steps for s in solution]
+        step_ids = self.tokenizer(flat)["input_ids"] if flat else []
+        out, k = [], 0
+        for head, solution in zip(heads, steps, strict=True):
+            ids, positions = list(head), []
+            for one in step_ids[k:k + len(solution)]:
+                ids.extend(one)
+                positions.append(len(ids))
+                ids.append(self.step_id)
+            k += len(solution)
+            out.append(Encoded(ids, positions))
+        return out
 
     def head(self, hidden: Any) -> Any:
         return self.value_head(hidden.float()).squeeze(-1).sigmoid()
