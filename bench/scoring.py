@@ -18,9 +18,9 @@ Methods, each timed end to end (tokenization included) after a small warm-up, be
   prm_evaluate.py and reward_hub's per-step loop score this way);
 - `bare_forward`: the backbone alone over the one-pass batches (already tokenized, no head): the limit.
 Timings use one torch thread by default (`--threads`): on a shared 2-core machine more threads make
-timings swing by 10x with the other processes' load. Rates are per CPU second of this process (`time.process_time`, one torch thread): on a shared machine the
-wall clock also counts the other processes' turns, and it swings with their load; wall-clock rates are
-kept in the JSON too (`wall_solutions_per_s`). On a GPU (`--device cuda`) use the wall-clock numbers.
+timings swing by 10x with the other processes' load. Rates are per CPU second of this process
+(`time.process_time`, one torch thread): on a shared machine the wall clock also counts the other
+processes' turns, and it swings with their load; wall-clock rates are kept in the JSON too (`wall_solutions_per_s`). On a GPU (`--device cuda`) use the wall-clock numbers.
 Reported per method: solutions/s, tokens/s (tokens of the one-pass sequences, so rates compare), and
 one-pass's speed-up over per-step and its time relative to the bare forward, both as ratios of tokens/s
 (per-step is timed on the first `--unbatched-limit` solutions only). Targets: speed-up at least
@@ -92,7 +92,7 @@ def bench_one(scorer: Scorer, problems: list[str], steps: list[list[str]], batch
               unbatched_limit: int, cpu_clock: bool = True) -> dict[str, Any]:
     n = len(problems)
     scorer.score(problems[:2], steps[:2], batch_size)  # warm-up (first-call allocations, kernels)
-    scorer.reference_scores(problems[:1], steps[:1][:1])
+    scorer.reference_scores(problems[:1], [steps[0][:1]])
     encoded = scorer.encode_all(problems, steps)
     tokens = sum(len(e.input_ids) for e in encoded)
     n_steps = sum(len(s) for s in steps)

@@ -6,7 +6,7 @@
 The embedded model also runs packed in bf16 (every weight trained, then only the top 4 blocks and the
 head: `trainable_layers=4`), so the table gives fp32 against bf16 and all weights against the top blocks.
 
-Each configuration is a real `prm train` run (single process, DeepSpeed ZeRO-2, fp32, CPU) in its own
+Each configuration is a real `prm train` run (single process, DeepSpeed ZeRO-2, CPU) in its own
 subprocess, on toy data (`train/toy_data.py`, 2-12 steps per example, ~60-250 tokens). Both modes get the
 same token budget per micro-batch: `micro_batch_size` rows of at most `max_length` tokens; padded rows hold
 one example each (padded to the longest in the micro-batch), packed rows are filled with several examples
@@ -58,7 +58,8 @@ def run_one(model: str, data: str, out: Path, packed: bool, steps: int, mb: int,
     labelled = sum(r["steps"] for r in timed)
     slots = len(timed) * mb * max_length
     return {
-        "packed": packed, "precision": precision, "trainable_layers": trainable_layers, "steps": steps, "micro_batch_size": mb, "max_length": max_length,
+        "packed": packed, "precision": precision, "trainable_layers": trainable_layers, "steps": steps,
+        "micro_batch_size": mb, "max_length": max_length,
         "tokens_per_s": tokens / seconds, "labelled_steps_per_s": labelled / seconds,
         "tokens_per_optimizer_step": tokens / len(timed), "slot_use": tokens / slots,
         "seconds_per_step": seconds / len(timed), "peak_rss_mib": usage.ru_maxrss / 1024,

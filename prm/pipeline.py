@@ -71,12 +71,18 @@ class Runner:
     def mark_done(self, stage: str, command: list[str]) -> None:
         write_text_atomic(self.done_dir / stage, shlex.join(command))
 
-    def stage(self, name: str, command: list[str]) -> None:
+    def _skip(self, name: str, command: list[str]) -> bool:
+        """True for a stage outside `--stages`, or one already done with this very command (said so)."""
         if self.only is not None and name not in self.only:
-            return
+            return True
         if self.is_done(name, command):
             print(f"[prm run] {name}: done already, skipped", flush=True)
             self.skipped.append(name)
+            return True
+        return False
+
+    def stage(self, name: str, command: list[str]) -> None:
+        if self._skip(name, command):
             return
         print(f"[prm run] {name}: {shlex.join(command)}", flush=True)
         if self.dry_run:
@@ -92,11 +98,7 @@ class Runner:
 
     def python_stage(self, name: str, key: str, fn) -> None:
         """A small in-process step (splitting files); `key` stands in for the command in the done marker."""
-        if self.only is not None and name not in self.only:
-            return
-        if self.is_done(name, [key]):
-            print(f"[prm run] {name}: done already, skipped", flush=True)
-            self.skipped.append(name)
+        if self._skip(name, [key]):
             return
         if self.dry_run:
             print(f"[prm run] {name}: (in-process step)", flush=True)

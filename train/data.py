@@ -199,8 +199,9 @@ def collate(examples: list[list[Tokenized]], pad_id: int, packed: bool, width: i
             multiple: int = 1) -> dict[str, Any]:
     """Tensors for a micro-batch; each row holds one (padded) or several (packed) examples.
 
-    `multiple` rounds the width of padded rows up (fewer distinct shapes). Returns input_ids, position_ids, labels (-100 off markers), soft (NaN off markers), attention_mask (None
-    when packed), n_tokens (real tokens), n_steps."""
+    `multiple` rounds the width of padded rows up (fewer distinct shapes). Returns input_ids, position_ids,
+    labels (-100 off markers), soft (NaN off markers), attention_mask (None when packed), n_tokens (real
+    tokens), n_steps."""
     import torch
 
     lengths = [sum(len(e) for e in row) for row in examples]
