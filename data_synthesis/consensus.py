@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,7 +246,7 @@ def run_consensus(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from prm.config import load_section
-    from prm.jsonl import JsonlWriter, load_records
+    from prm.jsonl import JsonlWriter, load_records, write_text_atomic
 
     cfg = load_section(ConsensusConfig, "consensus", args.config, args.overrides)
     if bool(args.input) == bool(args.mc or args.judge):
@@ -292,8 +291,8 @@ def run_consensus(args: argparse.Namespace) -> int:
 
     report = consensus_report(annotated, cfg.buckets)
     report.update({"rule": cfg.rule, "input": source, "output": str(output), "train": str(train_path), **join_stats})
-    _write_text(report_prefix.with_name(report_prefix.name + ".json"), json.dumps(report, indent=2) + "\n")
-    _write_text(report_prefix.with_name(report_prefix.name + ".md"), report_markdown(report))
+    write_text_atomic(report_prefix.with_name(report_prefix.name + ".json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(report_prefix.with_name(report_prefix.name + ".md"), report_markdown(report))
     share = report["share_kept"]
     print(f"consensus ({cfg.rule}): kept {report['kept']} of {report['solutions']}"
           + (f" ({share:.1%})" if share is not None else "")
@@ -301,13 +300,6 @@ def run_consensus(args: argparse.Namespace) -> int:
           + (f"; {join_stats['only_in_mc']} id(s) only in --mc, {join_stats['only_in_judge']} only in --judge"
              if join_stats else ""))
     return 0
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -456,7 +455,7 @@ def run_mc(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from prm.config import load_section
-    from prm.jsonl import JsonlWriter, load_records
+    from prm.jsonl import JsonlWriter, load_records, write_text_atomic
     from prm.shards import in_shard, parse_shard, shard_path
 
     cfg = load_section(MCConfig, "mc", args.config, args.overrides)
@@ -528,7 +527,7 @@ def run_mc(args: argparse.Namespace) -> int:
         },
     })
     report_path = output.with_name(output.name + ".report.json")
-    write_atomic_json(report_path, report)
+    write_text_atomic(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     acc = report.get("first_error_accuracy")
     print(f"{report['solutions']} labeled solution(s) in {output}: {report['rollouts']} rollouts, "
           f"{report['tokens']} tokens ({report.get('tokens_per_solution', 0):.1f}/solution); this run "
@@ -550,14 +549,6 @@ def _check_same_settings(output: Path, cfg: MCConfig) -> None:
                 raise InputError(str(output), lineno, "mc", f"labeled with mode={mc.get('mode')} k={mc.get('k')}, "
                                  f"this run uses mode={cfg.mode} k={cfg.k}: resume with the same settings or "
                                  "write to another output")
-
-
-def write_atomic_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON document atomically (temporary file renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def add_command(annotate_sub: argparse._SubParsersAction) -> None:

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+from prm.jsonl import write_text_atomic
 
 
 def _jsonable(value: Any) -> Any:
@@ -40,11 +31,11 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
-    _atomic_bytes(Path(path), (text + "\n").encode("utf-8"))
+    write_text_atomic(path, text + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
-    _atomic_bytes(Path(path), text.encode("utf-8"))
+    write_text_atomic(path, text)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -96,7 +87,7 @@ class Report:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        _atomic_bytes(self.out_dir / filename, buf.getvalue())
+        write_text_atomic(self.out_dir / filename, buf.getvalue())
         self.add(image_link(alt, filename))
 
     def write(self, metrics: dict[str, Any]) -> Path:

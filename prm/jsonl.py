@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 from prm.errors import InputError
 from prm.records import Record, RecordError, guess_record_type, record_id
@@ -128,20 +129,33 @@ def dumps(record: Record | dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_atomic(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> None:
-    """Write a whole file at once: a temporary file renamed over the target, never a half-written file."""
+@contextmanager
+def _atomic_file(path: str | Path, mode: str) -> Iterator[IO[Any]]:
+    """An open temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(dumps(record) + "\n")
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> None:
+    """Write a whole file at once: a temporary file renamed over the target, never a half-written file."""
+    with _atomic_file(path, "w") as fh:
+        for record in records:
+            fh.write(dumps(record) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a whole text (or binary) file atomically, like `write_atomic`."""
+    with _atomic_file(path, "wb" if isinstance(text, bytes) else "w") as fh:
+        fh.write(text)
 
 
 class JsonlWriter:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prm.config import load_section, option, read_yaml
 from prm.errors import PrmError
-from prm.jsonl import load_records, write_atomic
+from prm.jsonl import load_records, write_atomic, write_text_atomic
 from prm.records import Problem
 
 
@@ -107,12 +107,6 @@ class Runner:
         fn()
         self.timings[name] = time.time() - start
         self.mark_done(name, [key])
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def split_problems(src: str, run: RunConfig, out: dict[str, str]) -> None:

@@ -8,7 +8,9 @@ packages with apt-get when missing; `LocalSlurm.unavailable_reason()` says why i
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ SlurmdUser=root
 SlurmctldPort={ctld_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge/munge.socket.2
+AuthInfo=socket={d}/munge/munge.socket.2,cred_expire={cred_expire}
 StateSaveLocation={d}/state/ctld
 SlurmdSpoolDir={d}/state/d/%n
 SlurmctldPidFile={d}/state/slurmctld.pid
@@ -47,7 +49,7 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
 KillWait=5
-NodeName={nodes} NodeHostname=localhost NodeAddr=127.0.0.1 Port={ports} CPUs={cpus} RealMemory=10000 State=UNKNOWN
+{node_lines}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -78,14 +80,28 @@ def _which(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free right now, so two clusters (or jobs) on one machine never share one."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class LocalSlurm:
     """Start with `start()`, stop with `stop()` (scancel, then TERM each daemon by PID)."""
 
-    def __init__(self, root: Path, nodes: int = 2, cpus: int = 2, ctld_port: int = 6817):
+    def __init__(self, root: Path, nodes: int = 2, cpus: int = 2, cred_expire_s: int = 10):
         self.root = Path(root)
         self.nodes = [f"n{i + 1}" for i in range(nodes)]
         self.cpus = cpus
-        self.ctld_port = ctld_port
+        # Slurm holds a requeued job back for cred_expire + 1 s (default 120) so that the old incarnation's
+        # credential is revoked before the new one starts; a short lifetime keeps that wait short in tests.
+        self.cred_expire_s = cred_expire_s
         self.conf = self.root / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
 
@@ -98,11 +114,12 @@ class LocalSlurm:
         for sub in ["state/ctld", "log", "munge", *[f"state/d/{n}" for n in self.nodes]]:
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "munge").chmod(0o755)
-        first_port = self.ctld_port + 1
-        ports = str(first_port) if len(self.nodes) == 1 else f"[{first_port}-{first_port + len(self.nodes) - 1}]"
-        names = self.nodes[0] if len(self.nodes) == 1 else f"n[1-{len(self.nodes)}]"
-        self.conf.write_text(SLURM_CONF.format(d=d, nodes=names, ports=ports, cpus=self.cpus,
-                                               ctld_port=self.ctld_port))
+        ctld_port, *node_ports = free_ports(1 + len(self.nodes))
+        node_lines = "\n".join(f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
+                               f"CPUs={self.cpus} RealMemory=10000 State=UNKNOWN"
+                               for node, port in zip(self.nodes, node_ports, strict=True))
+        self.conf.write_text(SLURM_CONF.format(d=d, node_lines=node_lines, ctld_port=ctld_port,
+                                               cred_expire=self.cred_expire_s))
         key = d / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
@@ -128,9 +145,10 @@ class LocalSlurm:
         log = open(self.root / "log" / f"{name}.stdout", "wb")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env))
 
-    def sbatch(self, *args: str, cwd: str | Path | None = None) -> str:
-        proc = subprocess.run(["sbatch", "--parsable", *args], env=self.env, capture_output=True, text=True,
-                              cwd=cwd)
+    def sbatch(self, *args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None) -> str:
+        """Submit; the job sees this process's environment plus `env` (sbatch exports it by default)."""
+        proc = subprocess.run(["sbatch", "--parsable", *args], env={**self.env, **(env or {})},
+                              capture_output=True, text=True, cwd=cwd)
         if proc.returncode != 0:
             raise RuntimeError(f"sbatch {' '.join(args)} failed: {proc.stderr}")
         return proc.stdout.strip().split(";")[0]
@@ -160,6 +178,14 @@ class LocalSlurm:
         for job in job_ids:
             out.update(self.state(job))
         return out
+
+    def daemon_log(self, job_id: str) -> str:
+        """The daemons' log lines about one job, for a failing test's message."""
+        lines = []
+        for log in sorted((self.root / "log").glob("slurm*.log")):
+            lines += [f"{log.stem}: {line}" for line in log.read_text(errors="replace").splitlines()
+                      if re.search(rf"(JobId=|[Jj]ob |\[){job_id}\b", line)]
+        return "\n".join(lines)
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--user=root"], env=self.env, capture_output=True)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from local_slurm import free_ports
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_submit_pipeline_two_shards_two_nodes(slurm, tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     env = {**slurm.env, "PRM_PYTHON": sys.executable, "PRM_REPO": str(REPO), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "PRM_MASTER_PORT": str(free_ports(1)[0])}  # not the script's default: it could be taken here
     overrides = [f"run.run_dir={run_dir}", f"sample.generator.model={tiny_model_dir}",
                  f"mc.generator.model={tiny_model_dir}", f"mc.chat_template_model={tiny_model_dir}",
                  f"judge.generator.model={tiny_model_dir}", f"train.model={tiny_model_dir}",
