@@ -68,6 +68,15 @@ def _torch_dtype(dtype: Any, device: str = "cpu") -> Any:
     return resolve_dtype(str(dtype), device)
 
 
+def is_head_parameter(model: Any, name: str) -> bool:
+    """Whether parameter `name` belongs to the PRM head (every top-level module outside the transformer body,
+    e.g. `score`), for a plain model or a peft-wrapped one (`base_model.model.score.modules_to_save...`)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if inner is not model:
+        name = name.removeprefix("base_model.model.")
+    return name.split(".", 1)[0] != inner.base_model_prefix
+
+
 def build_prm(backbone: str, tokenizer: Any = None, dtype: Any = "fp32", marker: str = STEP_MARKER,
               attn_implementation: str | None = "sdpa") -> tuple[Any, Any]:
     """Any causal LM backbone (embedded name, hub id or folder) as a 2-label token classifier.
@@ -94,7 +103,7 @@ def build_prm(backbone: str, tokenizer: Any = None, dtype: Any = "fp32", marker:
         )
     except (OSError, ValueError) as exc:
         raise PrmError(f"cannot load backbone {backbone!r} as a token classifier: {exc}") from None
-    head = {name for name, _ in model.named_parameters() if not name.startswith(model.base_model_prefix + ".")}
+    head = {name for name, _ in model.named_parameters() if is_head_parameter(model, name)}
     body_missing = [k for k in info.get("missing_keys", []) if k not in head]
     if body_missing:
         raise PrmError(f"backbone {backbone!r}: body weights not loaded (newly initialized): {body_missing[:5]}")

@@ -31,6 +31,7 @@ from typing import Any
 
 from prm.config import to_dict
 from prm.errors import ConfigError
+from prm.prm_model import is_head_parameter
 from prm.steps import STEP_MARKER
 from train.config import TrainConfig
 
@@ -143,14 +144,13 @@ def freeze_lower_layers(model: Any, trainable: int) -> None:
     blocks = _blocks(model)
     if trainable > len(blocks):
         raise ConfigError(f"train.trainable_layers={trainable}: the model has {len(blocks)} blocks")
-    prefix = model.base_model_prefix + "."
     keep = {id(p) for block in list(blocks)[len(blocks) - trainable:] for p in block.parameters()}
     body = model.base_model
     final_norm = getattr(body, "norm", None) or getattr(body, "ln_f", None)
     if trainable > 0 and final_norm is not None:
         keep |= {id(p) for p in final_norm.parameters()}
     for name, p in model.named_parameters():
-        if name.startswith(prefix) and id(p) not in keep:
+        if not is_head_parameter(model, name) and id(p) not in keep:
             p.requires_grad_(False)
 
 
@@ -159,7 +159,7 @@ def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
     head, body = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (head if ".score." in f".{name}" else body).append(p)  # peft: base_model.model.score.<...>
+            (head if is_head_parameter(model, name) else body).append(p)
     groups = [{"params": body, "lr": cfg.optim.lr}] if body else []
     return groups + [{"params": head, "lr": cfg.optim.head_lr or cfg.optim.lr}]
 
