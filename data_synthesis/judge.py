@@ -264,7 +264,7 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     """Judge every solution not yet in the output; returns the report over the whole output file."""
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, load_records
+    from prm.jsonl import JsonlWriter, load_records, write_text_atomic
     from prm.shards import in_shard, shard_path
 
     cfg.check()
@@ -304,9 +304,7 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     report.update(written=written, already_done=len(solutions) - len(pending), tokens=tokens,
                   seconds=round(time.time() - start, 2), output=str(output))
     report_path = output.with_name(output.name + ".report.json")
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(report_path)
+    write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
     print(f"judge: {written} solutions judged now ({report['already_done']} already done), {tokens} tokens "
           f"in {report['seconds']:.1f} s -> {output}")
     print(format_report(report))
