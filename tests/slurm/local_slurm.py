@@ -99,8 +99,8 @@ class LocalSlurm:
         self.root = Path(root)
         self.nodes = [f"n{i + 1}" for i in range(nodes)]
         self.cpus = cpus
-        # Slurm holds a requeued job back for cred_expire + 1 s (default 120) so that the old incarnation's
-        # credential is revoked before the new one starts; a short lifetime keeps that wait short in tests.
+        # Slurm holds a requeued job back for about cred_expire (default 120 s) so that the old incarnation's
+        # credentials have expired before the new one starts; a short lifetime keeps that wait short in tests.
         self.cred_expire_s = cred_expire_s
         self.conf = self.root / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
