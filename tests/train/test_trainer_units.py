@@ -59,6 +59,25 @@ def test_head_lr_defaults_to_lr(tiny_model_dir):
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def test_head_lr_group_with_lora(tiny_model_dir):
+    """Under peft the trained head is the `modules_to_save` copy of `score`; the LoRA adapters are body."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from prm.prm_model import build_prm, is_head_parameter
+
+    model, _ = build_prm(tiny_model_dir)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=2, target_modules=["q_proj"],
+                                             modules_to_save=["score"]))
+    groups = parameter_groups(model, load_section(TrainConfig, "train", None, ["optim.lr=1e-4",
+                                                                               "optim.head_lr=1e-2"]))
+    names = {id(p): n for n, p in model.named_parameters()}
+    body, head = ([names[id(p)] for p in g["params"]] for g in groups)
+    assert groups[1]["lr"] == 1e-2 and sorted(head) == [
+        "base_model.model.score.modules_to_save.default.bias", "base_model.model.score.modules_to_save.default.weight"]
+    assert body and all("lora_" in n for n in body)
+    assert not is_head_parameter(model, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight")
+
+
 def test_lr_schedule():
     cfg = load_section(TrainConfig, "train", None, ["optim.warmup_steps=4", "optim.schedule=linear"])
     fn = lr_lambda(cfg, 20)
