@@ -70,6 +70,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_get(args: argparse.Namespace) -> int:
+    import json
+
+    from prm.sections import config_value
+
+    value = config_value(args.key, args.config, args.overrides)
+    print(value if isinstance(value, str) else json.dumps(value))
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from prm.pipeline import run_pipeline
 
@@ -113,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     import data_synthesis.cli
     import eval.cli
     import train.cli
+
+    config = sub.add_parser("config", help="read a config as the stages resolve it")
+    config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    get = config_sub.add_parser(
+        "get", help="print one resolved value, e.g. `prm config get C.yaml train.output_dir key=value ...`; "
+                    "every section of the file is checked first (exit 2 naming a bad key)")
+    get.add_argument("config", help="YAML config file (see configs/)")
+    get.add_argument("key", help="section.key, nested keys dotted (train.lora.r)")
+    get.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="config overrides: section.key=value, or key=value for KEY's section")
+    get.set_defaults(func=_cmd_config_get)
 
     run = sub.add_parser("run", help="the whole pipeline in one run directory (finished stages are skipped)")
     run.add_argument("config", help="pipeline YAML (e.g. configs/quickstart.yaml)")

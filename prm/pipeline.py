@@ -154,6 +154,9 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
     bare = [o for o in overrides if "." not in o.split("=", 1)[0]]
     if bare:
         raise PrmError(f"`prm run` overrides name their section (sample.n=8, train.max_steps=50): got {bare[0]}")
+    from prm.sections import validate_sections
+
+    validate_sections(config, overrides)  # a typo in any section fails now, not when its stage comes
     run = load_section(RunConfig, "run", config, overrides)
     sections = read_yaml(config)
     missing = [s for s in ("problems", "sample", "mc", "judge", "consensus", "train", "eval") if s not in sections]

@@ -31,11 +31,11 @@ if [[ -z "$config" || ! -f "$config" ]]; then
 fi
 PY=${PRM_PYTHON:-python}
 export PRM_REPO="${PRM_REPO:-$(dirname "$here")}" PRM_PYTHON="$PY"
+export PYTHONPATH="$PRM_REPO${PYTHONPATH:+:$PYTHONPATH}"
 config=$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$config")
-run_dir=$("$PY" -c 'import os, sys
-from prm.config import load_section
-from prm.pipeline import RunConfig
-print(os.path.abspath(load_section(RunConfig, "run", sys.argv[1], sys.argv[2:]).run_dir))' "$config" "$@")
+# Checks every section with the overrides before anything is submitted: a typo fails here, not in a late job.
+run_dir=$("$PY" -m prm config get "$config" run.run_dir "$@")
+run_dir=$(realpath -ms -- "$run_dir")
 overrides=("$@" "run.run_dir=$run_dir")
 logs=${logs:-$run_dir/logs}
 mkdir -p "$logs" "$run_dir"

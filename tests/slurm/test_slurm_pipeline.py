@@ -54,3 +54,14 @@ def test_submit_pipeline_two_shards_two_nodes(slurm, tmp_path, tiny_model_dir):
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert set(report["steps"]) == {"trained", "untrained"} and set(report["bon"]) == {"trained", "untrained"}
     assert os.path.exists(run_dir / "report" / "report.md")
+
+
+def test_submit_pipeline_stops_on_a_typo_before_submitting(slurm, tmp_path):
+    env = {**slurm.env, "PRM_PYTHON": sys.executable, "PRM_REPO": str(REPO)}
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "submit_pipeline.sh"), "-c", str(REPO / "configs" / "tiny.yaml"),
+                           "--", f"run.run_dir={tmp_path / 'run'}", "train.max_stepz=3"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown config key 'train.max_stepz'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+    queue = subprocess.run(["squeue", "-h"], env=slurm.env, capture_output=True, text=True)
+    assert queue.stdout.strip() == ""

@@ -46,3 +46,16 @@ def test_two_node_zero3_preempt_requeue_resume(slurm, tmp_path, tiny_model_dir):
     assert len(losses("full")) == 6
     assert losses("pre") == pytest.approx(losses("full"), abs=1e-6)
     assert (tmp_path / "pre" / "final" / "model.safetensors").exists()
+
+
+def test_bad_config_key_fails_the_job_with_one_line(slurm, tmp_path):
+    """A typo in an override fails train.sbatch before torchrun starts: the log names the key, no traceback."""
+    env = dict(PRM_PYTHON=sys.executable, PRM_REPO=str(REPO), HF_HUB_OFFLINE="1")
+    job = slurm.sbatch("-N", "1", "-o", str(tmp_path / "bad.log"), str(REPO / "slurm" / "train.sbatch"),
+                       str(REPO / "configs" / "train_tiny.yaml"), f"output_dir={tmp_path / 'out'}", "max_stepz=3",
+                       cwd=tmp_path, env=env)
+    states = slurm.wait([job], timeout_s=300)
+    log = (tmp_path / "bad.log").read_text()
+    assert states == {job: "FAILED 2:0"}, (states, log)
+    assert "unknown config key 'train.max_stepz'" in log and "Traceback" not in log and "torch.distributed" not in log
+    assert not (tmp_path / "out").exists()
