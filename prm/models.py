@@ -147,23 +147,33 @@ def resolve_model(name: str) -> str:
                     _convert_embedded(name, target)
                     print(f"converted in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
         return str(target)
-    return name
+    path = Path(name).expanduser()
+    # A hub id is "org/name"; anything else that is not on disk is a mistyped folder: say so at once rather
+    # than after transformers has retried the hub.
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or (
+        "/" in name and path.parent.is_dir())
+    if looks_local and not path.exists():
+        raise PrmError(f"cannot load model '{name}': no such folder")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise PrmError(f"cannot load model '{name}': the folder has no config.json")
+    return str(path) if path.exists() else name
 
 
 @contextlib.contextmanager
-def _clear_load_errors(name: str):
-    """transformers' OSError for a missing folder or an unreachable hub id -> one PrmError line."""
+def clear_load_errors(name: str):
+    """transformers' OSError (missing folder, unreachable hub id) or ValueError (a folder without a usable
+    config or tokenizer) -> one PrmError line."""
     try:
         yield
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PrmError(f"cannot load model '{name}': {first}") from None
+    except (OSError, ValueError) as exc:
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise PrmError(f"cannot load model '{name}': {text[:400]}") from None
 
 
 def load_tokenizer(name: str, **kwargs: Any):
     from transformers import AutoTokenizer
 
-    with _clear_load_errors(name):
+    with clear_load_errors(name):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -175,7 +185,7 @@ def load_causal_lm(name: str, dtype: str = "auto", device: str = "cpu", **kwargs
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype, device)
-    with _clear_load_errors(name):
+    with clear_load_errors(name):
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype, **kwargs)
     return model.to(device).eval()
 

@@ -73,7 +73,7 @@ def load_scorer(path: str, format: str = "auto", device: str = "auto", dtype: st
     """A scorer for the checkpoint at `path` (folder, hub id or the embedded model's name)."""
     from transformers import AutoTokenizer
 
-    from prm.models import default_device, resolve_dtype, resolve_model
+    from prm.models import clear_load_errors, default_device, resolve_dtype, resolve_model
 
     path = resolve_model(path)
     if format != "auto" and format not in SCORERS:
@@ -87,10 +87,8 @@ def load_scorer(path: str, format: str = "auto", device: str = "auto", dtype: st
         torch_dtype = resolve_dtype(dtype, device)
     except KeyError:
         raise PrmError(f"unknown dtype '{dtype}'; choose auto, bf16, fp16 or fp32") from None
-    try:
+    with clear_load_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
-        raise PrmError(f"{path}: cannot load its tokenizer ({exc})") from None
     fmt = detect_format(path, tokenizer) if format == "auto" else format
     return SCORERS[fmt].load(path, tokenizer, device, torch_dtype)
 

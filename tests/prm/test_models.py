@@ -175,8 +175,21 @@ def test_tiny_model_factory(tmp_path, tokenizer):
     assert len(models.load_tokenizer(folder)) == len(tok)
 
 
-def test_bad_names_are_clear_errors(tmp_path):
+def test_bad_names_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
         models.resolve_dtype("fp8", "cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PrmError, match="the folder has no config.json"):
+        models.load_tokenizer(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(PrmError, match="cannot load model"):
-        models.load_tokenizer(str(tmp_path / "no-such-model"))
+        models.load_tokenizer(str(tmp_path / "empty"))
+    # A missing folder is named at once, before transformers would try (and retry) the hub.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "prm").mkdir(parents=True)
+    (tmp_path / "runs" / "prm" / "config.json").write_text("{}")
+    assert models.resolve_model("runs/prm") == "runs/prm"
+    assert models.resolve_model("Qwen/Qwen2.5-Math-PRM-7B") == "Qwen/Qwen2.5-Math-PRM-7B"  # a hub id: for the hub
+    for missing in ["runs/prm-typo", "./prm", str(tmp_path / "nope"), "a/b/c"]:
+        with pytest.raises(PrmError, match=f"cannot load model '{missing}': no such folder"):
+            models.load_tokenizer(missing)
