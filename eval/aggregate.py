@@ -105,15 +105,16 @@ def answer_classes(answers: Sequence[str | None]) -> list[int]:
 # Votes over subsets (vectorized: one row per subset)
 
 
-def vote_value(totals: np.ndarray, class_correct: np.ndarray) -> np.ndarray:
+def vote_value(totals: np.ndarray, class_correct: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Expected correctness of a vote: `totals` (S, K) is each class's vote total in each of S subsets,
-    `class_correct` (K,) the share of each class's members that are correct. The winning classes are those
-    with the largest positive total; ties are broken uniformly at random (expectation reported); a subset with
-    no vote at all scores 0."""
+    `present` (S, K) whether the class has a member in the subset, `class_correct` (K,) the share of each
+    class's members that are correct. The winners are the present classes with the largest total (a total of
+    0 still wins among answers that all total 0); ties are broken uniformly at random (expectation reported);
+    a subset with no answer at all scores 0."""
     if totals.shape[1] == 0:
         return np.zeros(totals.shape[0])
-    best = totals.max(axis=1, keepdims=True)
-    winners = (totals == best) & (best > 0)
+    best = np.where(present, totals, -np.inf).max(axis=1, keepdims=True)
+    winners = present & (totals == best)
     n_win = winners.sum(axis=1)
     value = (winners * class_correct[None, :]).sum(axis=1)
     return np.where(n_win > 0, value / np.maximum(n_win, 1), 0.0)
@@ -143,7 +144,7 @@ def majority_vote(classes: Sequence[int], correct: Sequence[bool], subsets: np.n
     if k == 0:
         return np.zeros(idx.shape[0])
     totals = _one_hot(cls[idx], k).sum(axis=1)  # (S, K)
-    return vote_value(totals, _class_correct(cls, cor, k))
+    return vote_value(totals, _class_correct(cls, cor, k), totals > 0)
 
 
 def weighted_vote(
@@ -164,7 +165,8 @@ def weighted_vote(
     onehot = _one_hot(cls[idx], k)  # (S, N, K)
     totals = np.einsum("snk,sna->ska", onehot, sc[idx])  # (S, K, A)
     cc = _class_correct(cls, cor, k)
-    out = np.stack([vote_value(totals[:, :, a], cc) for a in range(sc.shape[1])], axis=1)
+    present = onehot.sum(axis=1) > 0  # (S, K)
+    out = np.stack([vote_value(totals[:, :, a], cc, present) for a in range(sc.shape[1])], axis=1)
     return out[:, 0] if squeeze else out
 
 

@@ -201,13 +201,10 @@ def load_step_items(path: str | Path, gold_field: str = "auto") -> list[StepItem
         predicted: dict[str, int | None] = {}
         judge = data.get("judge")
         if isinstance(judge, dict) and "first_error" in judge:
-            predicted["judge"] = judge["first_error"]
+            predicted["judge"] = _predicted_step(judge["first_error"], n, path, line, "judge.first_error")
         if "predicted_first_error" in extra:
-            value = extra["predicted_first_error"]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < n):
-                raise InputError(path, line, "predicted_first_error",
-                                 f"must be null, -1 or a step index in [0, {n - 1}], got {value!r}")
-            predicted["predicted"] = value
+            predicted["predicted"] = _predicted_step(extra["predicted_first_error"], n, path, line,
+                                                     "predicted_first_error")
         split = extra.get("split", default_split)
         items.append(StepItem(
             id=str(data.get("id")), split=str(split), problem=rec.problem,  # type: ignore[attr-defined]
@@ -215,6 +212,13 @@ def load_step_items(path: str | Path, gold_field: str = "auto") -> list[StepItem
             predicted=predicted, line=line,
         ))
     return items
+
+
+def _predicted_step(value: Any, n: int, path: str | Path, line: int, field: str) -> int | None:
+    """A predicted first error: null (no verdict), -1 (all steps correct) or a step index."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < n):
+        raise InputError(path, line, field, f"must be null, -1 or a step index in [0, {n - 1}], got {value!r}")
+    return value
 
 
 def score_step_items(items: list[StepItem], model: str, model_format: str, batch_size: int) -> None:

@@ -6,11 +6,12 @@
 Input: BoN-style items (or Solution records grouped by problem_id) whose candidates carry `correct` flags and
 `step_scores`; the solution score is each aggregation of the step scores (min, product, ...).
 
-RewardMATH (Kim et al. 2024): per problem one correct solution against several incorrect ones. Accuracy = share
-of problems where the correct solution scores strictly above ALL incorrect ones; MRR = mean of 1/rank of the
-correct one, rank = 1 + the number of incorrect solutions scoring at least as high (a tie ranks it below).
-A problem with several correct solutions gives one one-to-many comparison per correct solution; problems
-without a correct or without an incorrect solution are skipped and counted.
+RewardMATH (Kim et al. 2024), scored per problem as its reference code does: a hit when every correct solution
+scores strictly above every incorrect one (min correct > max incorrect); MRR = mean over problems of 1/rank
+of the best correct solution, rank = 1 + the number of incorrect solutions scoring at least as high (a tie
+ranks it below). The benchmark has one correct solution a problem; pools with several (e.g. Best-of-N
+samples) are scored the same way, and the random baseline accounts for them. Problems without a correct or
+without an incorrect solution are skipped and counted.
 
 RewardBench pairwise: chosen (correct) against rejected (incorrect); a pair is right only when chosen scores
 strictly higher, so ties count as wrong (RewardBench compares with `>`). With several solutions per item every
@@ -28,10 +29,21 @@ from eval.data import Pool
 from prm.errors import PrmError
 
 
-def one_to_many(correct_score: float, incorrect_scores: list[float]) -> tuple[bool, float]:
-    """(the correct solution beats every incorrect one, its reciprocal rank with ties ranked against it)."""
-    rank = 1 + sum(s >= correct_score for s in incorrect_scores)
-    return rank == 1, 1.0 / rank
+def one_to_many(correct_scores: list[float], incorrect_scores: list[float]) -> tuple[bool, float]:
+    """(every correct solution beats every incorrect one, reciprocal rank of the best correct one with ties
+    ranked against it)."""
+    rank = 1 + sum(s >= max(correct_scores) for s in incorrect_scores)
+    return min(correct_scores) > max(incorrect_scores), 1.0 / rank
+
+
+def random_one_to_many(n_correct: int, n_incorrect: int) -> tuple[float, float]:
+    """Expected (accuracy, MRR) of a random order: the correct solutions take the top places with probability
+    1 / C(c+k, c); the best correct one is at place r with probability C(c+k-r, c-1) / C(c+k, c)."""
+    from math import comb
+
+    c, k = n_correct, n_incorrect
+    orders = comb(c + k, c)
+    return 1 / orders, sum(comb(c + k - r, c - 1) / r for r in range(1, k + 2)) / orders
 
 
 def _solution_scores(pool: Pool, agg: str) -> list[float]:
@@ -49,19 +61,19 @@ def evaluate_rewardmath(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
         hits, rrs, ties, rows = [], [], 0, []
         for pool in usable:
             scores = _solution_scores(pool, agg)
+            right = [s for s, ok in zip(scores, pool.correct, strict=True) if ok]
             wrong = [s for s, ok in zip(scores, pool.correct, strict=True) if not ok]
-            for s, ok in zip(scores, pool.correct, strict=True):
-                if not ok:
-                    continue
-                hit, rr = one_to_many(s, wrong)
-                ties += any(w == s for w in wrong)
-                hits.append(hit)
-                rrs.append(rr)
-                rows.append({"problem_id": pool.problem_id, "correct_score": s, "hit": hit, "reciprocal_rank": rr})
-        results[agg] = {"accuracy": sum(hits) / len(hits), "mrr": sum(rrs) / len(rrs), "comparisons": len(hits),
-                        "comparisons_with_ties": ties}
+            hit, rr = one_to_many(right, wrong)
+            ties += bool(set(right) & set(wrong))
+            hits.append(hit)
+            rrs.append(rr)
+            rows.append({"problem_id": pool.problem_id, "best_correct": max(right), "worst_correct": min(right),
+                         "best_incorrect": max(wrong), "hit": hit, "reciprocal_rank": rr})
+        results[agg] = {"accuracy": sum(hits) / len(hits), "mrr": sum(rrs) / len(rrs),
+                        "problems_with_ties": ties}
         per_problem[agg] = rows
-    n_incorrect = [sum(not ok for ok in p.correct) for p in usable]
+    counts = [(sum(p.correct), sum(not ok for ok in p.correct)) for p in usable]
+    baseline = [random_one_to_many(c, k) for c, k in counts]
     headline = {}
     for agg, r in results.items():
         headline[f"{agg}.accuracy"] = r["accuracy"]
@@ -70,11 +82,10 @@ def evaluate_rewardmath(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
         "kind": "rewardmath",
         "problems": len(usable),
         "skipped_problems": skipped,
-        "incorrect_per_problem": {"min": min(n_incorrect), "max": max(n_incorrect)},
-        "random_baseline": {
-            "accuracy": sum(1 / (k + 1) for k in n_incorrect) / len(n_incorrect),
-            "mrr": sum(sum(1 / r for r in range(1, k + 2)) / (k + 1) for k in n_incorrect) / len(n_incorrect),
-        },
+        "correct_per_problem": {"min": min(c for c, _ in counts), "max": max(c for c, _ in counts)},
+        "incorrect_per_problem": {"min": min(k for _, k in counts), "max": max(k for _, k in counts)},
+        "random_baseline": {"accuracy": sum(a for a, _ in baseline) / len(baseline),
+                            "mrr": sum(m for _, m in baseline) / len(baseline)},
         "aggregations": results,
         "headline": headline,
         "_per_problem": per_problem,
@@ -122,20 +133,21 @@ def write_rewardmath_report(metrics: dict[str, Any], pools: list[Pool], out_dir:
     metrics["input"] = source
     report = Report(out_dir, "RewardMATH-style one-to-many evaluation")
     base = metrics["random_baseline"]
-    report.add(f"Input: `{source}` — {metrics['problems']} problems "
-               f"({metrics['incorrect_per_problem']['min']}–{metrics['incorrect_per_problem']['max']} incorrect "
-               f"solutions each), {len(metrics['skipped_problems'])} skipped. A hit: the correct solution scores "
-               f"strictly above every incorrect one; ties rank the correct one lower. Random baseline: accuracy "
-               f"{pct(base['accuracy'])}%, MRR {pct(base['mrr'])}%.")
-    rows = [[agg, pct(r["accuracy"]), pct(r["mrr"]), r["comparisons"], r["comparisons_with_ties"]]
+    right, wrong = metrics["correct_per_problem"], metrics["incorrect_per_problem"]
+    report.add(f"Input: `{source}` — {metrics['problems']} problems ({right['min']}–{right['max']} correct and "
+               f"{wrong['min']}–{wrong['max']} incorrect solutions each), {len(metrics['skipped_problems'])} "
+               "skipped. A hit: every correct solution scores strictly above every incorrect one; MRR ranks the "
+               f"best correct one, ties against it. Random baseline: accuracy {pct(base['accuracy'])}%, MRR "
+               f"{pct(base['mrr'])}%.")
+    rows = [[agg, pct(r["accuracy"]), pct(r["mrr"]), r["problems_with_ties"]]
             for agg, r in metrics["aggregations"].items()]
-    report.add(md_table(["aggregation", "accuracy (%)", "MRR (%)", "comparisons", "with ties"], rows))
+    report.add(md_table(["aggregation", "accuracy (%)", "MRR (%)", "problems with ties"], rows))
     first = cfg.aggregations[0]
     ranks = [round(1 / r["reciprocal_rank"]) for r in per_problem[first]]
     top = max(ranks)
     report.figure(histogram_figure(ranks, np.arange(0.5, top + 1.5, 1.0),
-                                   f"Rank of the correct solution ({first})", "rank"),
-                  "rank_hist.png", "Rank of the correct solution")
+                                   f"Rank of the best correct solution ({first})", "rank"),
+                  "rank_hist.png", "Rank of the best correct solution")
     shown = pools[: cfg.heatmap_rows]
     rows_, labels, marks = [], [], []
     for pool in shown:

@@ -53,6 +53,11 @@ def test_votes_with_ties_report_the_expectation():
     # best-of-n picks the 0.99 candidate (wrong); a tie between a right and a wrong one gives 0.5.
     assert best_of_n(correct, scores)[0] == 0.0
     assert best_of_n([True, False], np.array([0.6, 0.6]))[0] == 0.5
+    # Solution scores of 0 (a zero step under geomean, product underflow) still vote among the answers present:
+    # a lone candidate wins its own subset, and a right and a wrong answer both at 0 tie.
+    assert weighted_vote([0, 0], [True, True], np.array([0.0, 0.0]))[0] == 1.0
+    assert weighted_vote([0, 1, -1], [True, False, False], np.array([0.0, 0.0, 0.9]))[0] == 0.5
+    assert weighted_vote([0, 1], [True, False], np.array([0.0, 0.4]), np.array([[0], [1]])).tolist() == [1.0, 0.0]
     # subsets: rows of indices
     subs = np.array([[0, 2], [0, 1]])
     assert majority_vote(classes, correct, subs).tolist() == [0.5, 1.0]

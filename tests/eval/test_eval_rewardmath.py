@@ -41,11 +41,25 @@ def test_one_to_many_by_hand(pools):
     r = m["aggregations"]["min"]
     assert r["accuracy"] == pytest.approx(1 / 3)
     assert r["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
-    assert r["comparisons_with_ties"] == 1
+    assert r["problems_with_ties"] == 1
     assert m["skipped_problems"] == ["P4"]
     assert m["random_baseline"]["accuracy"] == pytest.approx(1 / 4)
     assert m["random_baseline"]["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
-    assert one_to_many(0.5, [0.5]) == (False, 0.5)  # a tie is not a hit and ranks the correct one second
+    assert one_to_many([0.5], [0.5]) == (False, 0.5)  # a tie is not a hit and ranks the correct one second
+
+
+def test_several_correct_solutions_are_scored_per_problem(tmp_path):
+    """As RewardMATH's reference: a hit needs min(correct) > max(incorrect); MRR ranks the best correct one."""
+    path = tmp_path / "multi.jsonl"
+    path.write_text(json.dumps(problem("A", [0.9, 0.1], [0.5])) + "\n" + json.dumps(problem("B", [0.3], [0.6])) + "\n")
+    m = evaluate_rewardmath(load_pools(path), EvalConfig(aggregations=["min"]))
+    r = m["aggregations"]["min"]
+    assert r["accuracy"] == 0.0 and r["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+    # Random order, A (2 correct, 1 incorrect): both correct on top in 1 of 3 orders; the best correct one is
+    # first in 2 of 3. B (1 vs 1): 1/2 and (1 + 1/2) / 2.
+    assert m["random_baseline"]["accuracy"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert m["random_baseline"]["mrr"] == pytest.approx((2 / 3 + 1 / 3 * 1 / 2 + 3 / 4) / 2)
+    assert m["correct_per_problem"] == {"min": 1, "max": 2}
 
 
 def test_pairwise_ties_count_as_wrong(pools):

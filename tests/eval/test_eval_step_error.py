@@ -164,3 +164,8 @@ def test_predicted_first_error_field(tmp_path):
     rows[0]["predicted_first_error"] = 5
     with pytest.raises(InputError, match="p.jsonl:1: field 'predicted_first_error'"):
         load_step_items(write(tmp_path / "p.jsonl", rows))
+    rows[0]["predicted_first_error"] = 1
+    for bad in (7, True, "2"):
+        rows[1]["judge"] = {"first_error": bad}
+        with pytest.raises(InputError, match="p.jsonl:2: field 'judge.first_error'"):
+            load_step_items(write(tmp_path / "p.jsonl", rows))
