@@ -13,6 +13,7 @@ User errors (bad input, bad config) print one line and exit 2, without a traceba
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from prm.errors import PrmError
@@ -37,7 +38,28 @@ def load_stage_config(cls: type, section: str, args: argparse.Namespace):
 
     cfg = load_section(cls, section, args.config, args.overrides)
     paths = {name: value for name in ("input", "output") if (value := getattr(args, name, None))}
-    return dataclasses.replace(cfg, **paths) if paths else cfg
+    cfg = dataclasses.replace(cfg, **paths) if paths else cfg
+    refuse_output_over_input([getattr(cfg, "input", None)], [getattr(cfg, "output", None)])
+    return cfg
+
+
+# Command-line arguments that name files a command reads, and files it writes.
+_INPUT_ARGS = ("input", "src", "files", "mc", "judge")
+_OUTPUT_ARGS = ("output", "dst", "train", "report")
+
+
+def _paths(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def refuse_output_over_input(inputs: list[object], outputs: list[object]) -> None:
+    """Writing over (or appending to) a file the command reads would destroy it: refuse before any work."""
+    for out in (o for value in outputs for o in _paths(value)):
+        for src in (i for value in inputs for i in _paths(value)):
+            if os.path.isfile(out) and os.path.isfile(src) and os.path.samefile(src, out):
+                raise PrmError(f"{out}: the output is also an input of this command; write to another file")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -152,10 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        refuse_output_over_input([getattr(args, a, None) for a in _INPUT_ARGS],
+                                 [getattr(args, a, None) for a in _OUTPUT_ARGS])
         return int(args.func(args) or 0)
     except PrmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a directory where a file belongs, no permission, a full disk: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -116,7 +116,7 @@ def build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
         raise ConfigError(f"config section '{prefix.rstrip('.') or cls.__name__}': expected a mapping")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names, key=str)  # YAML keys may be numbers
     if unknown:
         valid = "\n".join(describe(cls, prefix))
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'. Valid keys:\n{valid}")
@@ -124,7 +124,8 @@ def build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
     for name, value in values.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = build(tp, value or {}, f"{prefix}{name}.")
+            # `lora:` with nothing under it means the defaults; `lora: false` is a mistake, not the defaults
+            kwargs[name] = build(tp, {} if value is None else value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
     try:
@@ -166,10 +167,12 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: " + ("a directory, not a config file" if path.is_dir() else "no such config file"))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -196,6 +199,9 @@ def load_section(cls: type[C], section: str, path: str | Path | None, overrides:
     for key, value in parsed.items():
         if key == section and isinstance(value, dict):
             values = deep_merge(values, value)
+        elif key not in own_keys and key not in sections and isinstance(value, dict):
+            raise ConfigError(f"override '{key}.…': '{key}' is neither a section ({', '.join(sorted(sections))}) "
+                              f"nor a key of '{section}'")
         elif key in own_keys or key not in sections:
             values = deep_merge(values, {key: value})
     try:

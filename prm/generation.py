@@ -224,13 +224,13 @@ class TransformersGenerator:
         model: Any = None,
         tokenizer: Any = None,
     ):
-        from prm.models import default_device, load_causal_lm, load_tokenizer
+        from prm.models import load_causal_lm, load_tokenizer, resolve_device
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.name = model_name_or_path
         self.batch_size = batch_size
-        self.device = default_device() if device == "auto" else device
+        self.device = resolve_device(device)
         if tokenizer is None:
             tokenizer = load_tokenizer(model_name_or_path)
         if tokenizer.pad_token is None:

@@ -208,6 +208,23 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when present, else cpu; any other name is checked against what torch can use here."""
+    import torch
+
+    if device == "auto":
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}': this torch sees no CUDA GPU (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}': only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
 def tiny_config(vocab_size: int, **overrides: Any):
     """A 2-layer, hidden-64 Llama config: random weights, real vocabulary, runs in milliseconds."""
     from transformers import LlamaConfig

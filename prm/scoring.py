@@ -73,12 +73,12 @@ def load_scorer(path: str, format: str = "auto", device: str = "auto", dtype: st
     """A scorer for the checkpoint at `path` (folder, hub id or the embedded model's name)."""
     from transformers import AutoTokenizer
 
-    from prm.models import clear_load_errors, default_device, resolve_dtype, resolve_model
+    from prm.models import clear_load_errors, resolve_device, resolve_dtype, resolve_model
 
     path = resolve_model(path)
     if format != "auto" and format not in SCORERS:
         raise PrmError(f"unknown PRM format '{format}'; choose one of auto, {', '.join(FORMATS)}")
-    device = default_device() if device == "auto" else device
+    device = resolve_device(device)
     if dtype == "auto" and device.startswith("cuda"):
         import torch
 

@@ -178,6 +178,14 @@ def test_tiny_model_factory(tmp_path, tokenizer):
 def test_bad_names_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
         models.resolve_dtype("fp8", "cpu")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        models.resolve_device("gpu0")
+    assert models.resolve_device("cpu") == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            models.resolve_device("cuda:0")
     (tmp_path / "empty").mkdir()
     with pytest.raises(PrmError, match="the folder has no config.json"):
         models.load_tokenizer(str(tmp_path / "empty"))
