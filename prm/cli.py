@@ -105,7 +105,11 @@ def _cmd_config_get(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from prm.pipeline import run_pipeline
 
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    stages = None
+    if args.stages is not None:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        if not stages:
+            raise PrmError("--stages names no stage; leave it out to run them all")
     run_pipeline(args.config, args.overrides, dry_run=args.dry_run, stages=stages)
     return 0
 

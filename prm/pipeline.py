@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prm.config import load_section, option, read_yaml
-from prm.errors import PrmError
+from prm.errors import ConfigError, PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
 from prm.records import Problem
 
@@ -44,6 +44,18 @@ class RunConfig:
     train_processes: int = option(1, help="processes for training (torchrun --nproc_per_node)")
     seed: int = option(0, help="seed of the testbed")
 
+    def __post_init__(self) -> None:
+        counts = {"policy_problems": self.policy_problems, "bon_problems": self.bon_problems,
+                  "bon_samples": self.bon_samples, "testbed_per_problem": self.testbed_per_problem,
+                  "train_processes": self.train_processes}
+        for name, value in counts.items():
+            if value < 1:
+                raise ConfigError(f"run.{name} must be at least 1, got {value}")
+        for name, share in {"testbed_error_rate": self.testbed_error_rate,
+                            "heldout_fraction": self.heldout_fraction}.items():
+            if not 0 <= share <= 1:
+                raise ConfigError(f"run.{name} is a share in [0, 1], got {share}")
+
 
 def _prm(*args: str) -> list[str]:
     return [sys.executable, "-m", "prm", *args]
@@ -56,7 +68,8 @@ class Runner:
         self.run_dir = run_dir
         self.only = only
         self.done_dir = run_dir / ".done"
-        self.done_dir.mkdir(parents=True, exist_ok=True)
+        if not dry_run:  # a dry run only prints
+            self.done_dir.mkdir(parents=True, exist_ok=True)
         self.dry_run = dry_run
         self.timings: dict[str, float] = {}
         self.skipped: list[str] = []
