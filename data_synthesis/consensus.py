@@ -260,6 +260,11 @@ def run_consensus(args: argparse.Namespace) -> int:
     else:
         mc_records = load_records(args.mc, Solution)
         judge_records = load_records(args.judge, Solution)
+        # Swapped or wrong files would otherwise give "kept 0" and exit 0.
+        if mc_records and all(r.mc is None for r in mc_records):
+            raise InputError(args.mc, None, "mc", "no record carries an mc annotation (is this the --judge file?)")
+        if judge_records and all(r.judge is None for r in judge_records):
+            raise InputError(args.judge, None, "judge", "no record carries a judge annotation (is this the --mc file?)")
         records, join_stats = join_by_id(mc_records, judge_records, args.judge)
         source = args.mc
     seen: set[str] = set()

@@ -49,7 +49,7 @@ from typing import Any, Literal
 from data_synthesis.testbed import SimulatedCompleter, SimulatedConfig, true_first_error
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
-from prm.generation import Generator, GeneratorConfig, SamplingConfig
+from prm.generation import Generator, GeneratorConfig, SamplingConfig, check_sampling
 from prm.records import MCAnnotation, Solution
 
 
@@ -92,6 +92,7 @@ class MCConfig:
                 raise ConfigError(f"mc.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.simulated.noise <= 1.0:
             raise ConfigError(f"mc.simulated.noise must be in [0, 1], got {self.simulated.noise}")
+        check_sampling(self.sampling())  # temperature, top_p: checked even when the simulated backend ignores them
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.k, max_new_tokens=self.max_new_tokens, temperature=self.temperature,

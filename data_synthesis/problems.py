@@ -182,7 +182,19 @@ def jsonl_problems(path: str) -> list[Problem]:
 
 
 def _read_local_rows(path: Path, split: str) -> list[dict[str, Any]]:
-    """Rows of a local json/jsonl/parquet/csv file, or of a folder (save_to_disk, or data files)."""
+    """Rows of a local json/jsonl/parquet/csv file, or of a folder (save_to_disk, or data files); a file that
+    cannot be read as its type is one error naming it."""
+    import pyarrow
+
+    try:
+        return _read_local_rows_unchecked(path, split)
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), None, None, f"not UTF-8 text (byte {exc.start})") from None
+    except (pyarrow.ArrowException, KeyError, ValueError, TypeError) as exc:  # a corrupt parquet or saved dataset
+        raise PrmError(f"{path}: cannot read it as a dataset file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_local_rows_unchecked(path: Path, split: str) -> list[dict[str, Any]]:
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             import datasets
@@ -197,7 +209,7 @@ def _read_local_rows(path: Path, split: str) -> list[dict[str, Any]]:
         chosen = [p for p in files if split in p.name] or files
         if not chosen:
             raise PrmError(f"{path}: no json/jsonl/parquet/csv data files in this folder")
-        return [row for p in chosen for row in _read_local_rows(p, split)]
+        return [row for p in chosen for row in _read_local_rows_unchecked(p, split)]
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq

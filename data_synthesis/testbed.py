@@ -586,6 +586,8 @@ def run_testbed(args: argparse.Namespace) -> int:
         raise PrmError(f"--error-rate must be in [0, 1], got {args.error_rate}")
     if args.per_problem < 1:
         raise PrmError(f"--per-problem must be at least 1, got {args.per_problem}")
+    if not 0.0 <= args.heldout_fraction < 1.0:
+        raise PrmError(f"--heldout-fraction must be in [0, 1), got {args.heldout_fraction}")
     if (args.heldout_fraction > 0) != bool(args.heldout_out):
         raise PrmError("--heldout-fraction and --heldout-out go together")
     problems = load_records(args.input, Problem)

@@ -72,3 +72,5 @@ class EvalConfig:
             raise ConfigError(f"eval.confidence: must be in (0, 1), got {self.confidence}")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size: must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.threshold <= 1.0:  # scores are probabilities; NaN fails this too
+            raise ConfigError(f"eval.threshold: must be in [0, 1], got {self.threshold}")

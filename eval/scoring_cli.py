@@ -64,8 +64,8 @@ def _config(args: argparse.Namespace) -> ScoreConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if not cfg.model:
         raise PrmError("prm score needs --model (or score.model in the config)")
-    if cfg.batch_size < 1 or cfg.chunk < 1:
-        raise PrmError("batch size and chunk must be at least 1")
+    if cfg.batch_size < 1 or cfg.chunk < 1 or (cfg.max_tokens is not None and cfg.max_tokens < 1):
+        raise PrmError("batch size, chunk and max tokens must be at least 1")
     return cfg
 
 

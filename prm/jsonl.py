@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
-from prm.errors import InputError
+from prm.errors import InputError, PrmError
 from prm.records import Record, RecordError, guess_record_type, record_id
 
 R = TypeVar("R", bound=Record)
@@ -133,6 +133,8 @@ def dumps(record: Record | dict[str, Any]) -> str:
 def _atomic_file(path: str | Path, mode: str) -> Iterator[IO[Any]]:
     """An open temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise PrmError(f"{path}: is a directory, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

@@ -117,6 +117,9 @@ def test_cli_one_file_and_joined_files_agree(tmp_path, capsys):
     out2 = tmp_path / "c2.jsonl"
     assert main(["consensus", "--mc", str(mc_file), "--judge", str(judge_file), "-o", str(out2)]) == 0
     assert out1.read_text() == out2.read_text()
+    # swapped files would keep nothing: refused, naming the file without the annotation
+    assert main(["consensus", "--mc", str(judge_file), "--judge", str(mc_file), "-o", str(tmp_path / "c4.jsonl")]) == 2
+    assert "no record carries an mc annotation (is this the --judge file?)" in capsys.readouterr().err
     rows = [json.loads(line) for line in out1.read_text().splitlines()]
     assert len(rows) == 8 and [r["consensus"]["kept"] for r in rows] == [True, True, False, True, True, True,
                                                                           False, False]
