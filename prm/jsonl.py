@@ -164,7 +164,8 @@ class JsonlWriter:
     """Append-only, resumable JSONL output.
 
     `resume=True` keeps an existing file: a torn last line is truncated away and the ids already written are
-    in `self.done`, so callers skip them. `resume=False` starts the file afresh. Every record is one
+    in `self.done`, so callers skip them; any other line that is not a JSON object raises InputError and the
+    file is left as it is (it is not this command's output). `resume=False` starts the file afresh. Every record is one
     `write` of a complete line, flushed (and fsynced every `sync_every` lines) so a kill loses at most the
     line in flight, which the next resume cuts off.
     """
@@ -182,22 +183,46 @@ class JsonlWriter:
         self._fh = open(self.path, "ab")
 
     def _repair_and_scan(self) -> None:
-        good_bytes = 0
+        """Check every line before touching the file: only a torn last line (a kill mid-write) is cut off;
+        any other bad line means this is not our output, and losing the user's data is never an option."""
+        good_bytes, unterminated = 0, False
         with open(self.path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # torn line from a kill mid-write
-                try:
-                    data = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+            for lineno, raw in enumerate(fh, start=1):
+                unterminated = not raw.endswith(b"\n")
+                if unterminated and self._is_torn(raw):
                     break
+                data = self._parse_resumed(lineno, raw)
                 good_bytes += len(raw)
-                rid = record_id(data) if isinstance(data, dict) else None
+                rid = None if data is None else record_id(data)
                 if rid is not None:
                     self.done.add(rid)
         if good_bytes != self.path.stat().st_size:
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_bytes)
+        elif unterminated:
+            # A whole last record that lacks only its newline: end it so the next write starts a new line.
+            with open(self.path, "ab") as fh:
+                fh.write(b"\n")
+
+    @staticmethod
+    def _is_torn(raw: bytes) -> bool:
+        """A prefix of one of our lines: starts like a JSON object but does not parse as one."""
+        if not raw.startswith(b"{"):
+            return False
+        try:
+            return not isinstance(json.loads(raw), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return True
+
+    def _parse_resumed(self, lineno: int, raw: bytes) -> dict[str, Any] | None:
+        try:
+            return parse_line(str(self.path), lineno, raw.rstrip(b"\r\n"))
+        except InputError as exc:
+            raise InputError(
+                exc.path, lineno, None,
+                f"{exc.message}; this file is not a resumable output of this command: "
+                "pick another output file or delete this one",
+            ) from None
 
     def write(self, record: Record | dict[str, Any]) -> None:
         line = (dumps(record) + "\n").encode("utf-8")

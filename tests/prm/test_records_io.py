@@ -171,3 +171,43 @@ def test_stage_on_bad_input_stops_at_first_bad_line_and_writes_nothing(tmp_path,
     assert f"{bad}:2: field 'answer': missing required field" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("content", "bad_line"), [
+    (b"my notes\n", 1),
+    (b"my notes", 1),  # no newline, but not the prefix of a JSON line either: not a torn write
+    (b'{"id": "a"}\nnot json\n{"id": "c"}\n', 2),
+    (b'{"id": "a"}\n[1, 2]\n', 2),
+    (b'{"id": "a"}\n{"id": "b", "v"\n{"id": "c"}\n', 2),  # a torn line in the middle is not ours either
+])
+def test_writer_resume_refuses_a_file_it_did_not_write(tmp_path, content, bad_line):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        JsonlWriter(path, resume=True)
+    assert (info.value.path, info.value.line) == (str(path), bad_line)
+    assert "not a resumable output" in info.value.message and "delete" in info.value.message
+    assert path.read_bytes() == content
+
+
+def test_writer_resume_keeps_a_whole_last_record_without_newline(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a"}\n\n{"id": "b"}')
+    with JsonlWriter(path, resume=True) as writer:
+        assert writer.done == {"a", "b"}
+        writer.write({"id": "c"})
+    assert path.read_bytes() == b'{"id": "a"}\n\n{"id": "b"}\n{"id":"c"}\n'
+
+
+def test_cli_stage_does_not_overwrite_a_user_file_given_as_output(tmp_path):
+    problem = {"id": "p1", "problem": "Tom has 3 apples and buys 4 more. How many?", "answer": "7",
+               "source": "t", "meta": {"reference_steps": ["Tom has 3 apples.", "3 + 4 = 7.", "The answer is 7."]}}
+    problems, notes = tmp_path / "problems.jsonl", tmp_path / "notes.txt"
+    write_atomic(problems, [problem])
+    notes.write_text("my notes\n")
+    proc = subprocess.run([sys.executable, "-m", "prm", "data", "testbed", "-i", str(problems), "-o", str(notes)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{notes}:1: invalid JSON" in proc.stderr and "not a resumable output" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert notes.read_text() == "my notes\n"
