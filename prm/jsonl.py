@@ -48,9 +48,19 @@ def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
     return data
 
 
+def _check_not_dir(path: str | Path) -> None:
+    if os.path.isdir(path):
+        raise InputError(str(path), None, None, "is a directory, not a JSONL file")
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes without the newline) for each line of a file."""
-    with open(path, "rb") as fh:
+    _check_not_dir(path)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(str(path), None, None, "no such file") from None
+    with fh:
         for lineno, raw in enumerate(fh, start=1):
             yield lineno, raw.rstrip(b"\r\n")
 
@@ -172,6 +182,7 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path, resume: bool = True, sync_every: int = 1):
         self.path = Path(path)
+        _check_not_dir(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         self.sync_every = sync_every

@@ -211,3 +211,16 @@ def test_cli_stage_does_not_overwrite_a_user_file_given_as_output(tmp_path):
     assert f"{notes}:1: invalid JSON" in proc.stderr and "not a resumable output" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert notes.read_text() == "my notes\n"
+
+
+def test_a_directory_is_named_not_a_traceback(tmp_path):
+    with pytest.raises(InputError, match="is a directory, not a JSONL file") as info:
+        load_records(tmp_path, Solution)
+    assert info.value.path == str(tmp_path)
+    with pytest.raises(InputError, match="is a directory"):
+        JsonlWriter(tmp_path, resume=True)
+    for args in (["data", "validate", str(tmp_path)], ["eval", "bon", "-i", str(tmp_path), "-o", str(tmp_path / "o")]):
+        proc = subprocess.run([sys.executable, "-m", "prm", *args], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert f"error: {tmp_path}: is a directory, not a JSONL file" in proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
