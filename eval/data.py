@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import iter_lines, load_records
+from prm.jsonl import is_blank, iter_lines, load_records
 from prm.records import BonCandidate, BonItem, Record, Solution, StepErrorItem
 
 
@@ -37,15 +37,15 @@ class Pool:
 
 
 def _line_numbers(path: str | Path) -> list[int]:
-    """1-based line numbers of the non-blank lines (one per record, in order)."""
-    return [no for no, raw in iter_lines(path) if raw.strip()]
+    """1-based line numbers of the non-blank lines (one per record, in order, as load_records reads them)."""
+    return [no for no, raw in iter_lines(path) if not is_blank(raw)]
 
 
 def _first_object(path: str | Path) -> dict[str, Any]:
     if not Path(path).exists():
         raise InputError(str(path), None, None, "no such file")
     for no, raw in iter_lines(path):
-        if raw.strip():
+        if not is_blank(raw):
             try:
                 data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):

@@ -31,14 +31,20 @@ class ReadReport:
     errors: list[InputError] = field(default_factory=list)
 
 
+def is_blank(raw: bytes) -> bool:
+    """The one rule for a line that holds no record (skipped by every reader): only whitespace, Unicode
+    whitespace such as a non-breaking space included. Bad UTF-8 is not blank, so it gets reported."""
+    return not raw.decode("utf-8", errors="replace").strip()
+
+
 def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
     """Decode one line; None for a blank line. Raises InputError on bad UTF-8 or bad JSON."""
+    if is_blank(raw):
+        return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(path, lineno, None, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
-    if not text.strip():
-        return None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -139,3 +139,19 @@ def test_bad_inputs(tmp_path, bon_file):
     with pytest.raises(PrmError, match="smallest pool"):
         evaluate_bon(load_pools(bon_file), EvalConfig(max_n=8))
     assert np.isfinite(evaluate_bon(load_pools(bon_file), EvalConfig(max_n=3, bootstrap=0))["ns"]).all()
+
+
+def test_unicode_blank_lines_are_skipped_and_errors_keep_their_line(tmp_path):
+    """A line of only a non-breaking space is blank to every reader, so line numbers stay aligned."""
+    from prm.jsonl import is_blank
+
+    assert is_blank(b"") and is_blank(b" \t") and is_blank("\u00a0".encode()) and not is_blank(b"\xff")
+    bad = json.loads(json.dumps(ITEMS))
+    bad[1]["candidates"][2]["step_scores"] = [1.5]
+    path = tmp_path / "nbsp.jsonl"
+    path.write_bytes(b"\xc2\xa0\n" + json.dumps(ITEMS[0]).encode() + b"\n \xc2\xa0\n" + json.dumps(bad[1]).encode())
+    with pytest.raises(InputError, match=r"nbsp.jsonl:4: field 'candidates\[2\].step_scores\[0\]'"):
+        load_pools(path)
+    path.write_bytes(b"\xc2\xa0\n" + json.dumps(ITEMS[0]).encode() + b"\n \xc2\xa0\n" + json.dumps(ITEMS[1]).encode())
+    pools = load_pools(path)
+    assert [p.problem_id for p in pools] == ["A", "B"] and pools[1].where[0] == (4, "candidates[0].")
