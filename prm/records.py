@@ -55,13 +55,18 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             if type(None) in args:
                 return None
             raise RecordError(path, f"expected {_type_name(tp)}, got null")
+        inner: RecordError | None = None
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, path)
-            except RecordError:
-                continue
+            except RecordError as exc:
+                # An error below `path` means the value has this arm's shape with a bad part: the real reason.
+                if exc.field != path and inner is None:
+                    inner = exc
+        if inner is not None:
+            raise inner
         raise RecordError(path, f"expected {_type_name(tp)}, got {_json_type(value)}")
     if tp is Any:
         return value

@@ -224,3 +224,21 @@ def test_a_directory_is_named_not_a_traceback(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert f"error: {tmp_path}: is a directory, not a JSONL file" in proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+MC = {"values": [1.0, 0.5], "first_error": -1, "rollouts": 4, "tokens": 10}
+
+
+@pytest.mark.parametrize(("annotation", "field", "message"), [
+    ({"mc": {**MC, "values": ["x", 1.0]}}, "mc.values[0]", "expected number or null, got string"),
+    ({"consensus": {"kept": True, "reason": "agree"}}, "consensus.first_error", "missing required field"),
+    ({"judge": {"first_error": "1", "votes": [], "parsed": True, "raw": ""}}, "judge.first_error",
+     "expected integer or null, got string"),
+    ({"judge": {"first_error": 1, "votes": [], "parsed": True, "raw": ["a", 2]}}, "judge.raw[1]",
+     "expected string, got integer"),
+    ({"mc": "x"}, "mc", "expected object or null, got string"),  # the wrong shape itself is still named
+])
+def test_optional_annotation_names_the_inner_field(annotation, field, message):
+    with pytest.raises(RecordError) as info:
+        Solution.from_dict({**GOOD_SOLUTION, **annotation})
+    assert (info.value.field, info.value.message) == (field, message)
