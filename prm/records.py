@@ -188,6 +188,11 @@ class MCAnnotation(Record):
     tokens: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def check(self, prefix: str = "") -> None:
+        for i, v in enumerate(self.values):
+            if v is not None and not 0.0 <= v <= 1.0:  # NaN fails too
+                raise RecordError(f"{prefix}values[{i}]", f"must be in [0, 1] (a share of rollouts), got {v}")
+
 
 @dataclass
 class JudgeAnnotation(Record):

@@ -242,3 +242,17 @@ def test_optional_annotation_names_the_inner_field(annotation, field, message):
     with pytest.raises(RecordError) as info:
         Solution.from_dict({**GOOD_SOLUTION, **annotation})
     assert (info.value.field, info.value.message) == (field, message)
+
+
+@pytest.mark.parametrize(("values", "bad"), [([2.5, -1], "values[0]"), ([1.0, -0.1], "values[1]"),
+                                             ([None, float("nan")], "values[1]")])
+def test_mc_values_are_success_rates_in_unit_interval(tmp_path, values, bad):
+    with pytest.raises(RecordError, match=r"must be in \[0, 1\]") as info:
+        Solution.from_dict({**GOOD_SOLUTION, "mc": {**MC, "values": values}})
+    assert info.value.field == f"mc.{bad}"
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({**GOOD_SOLUTION, "mc": {**MC, "values": values}}) + "\n")
+    with pytest.raises(InputError) as err:
+        load_records(path, Solution)
+    assert (err.value.line, err.value.field) == (1, f"mc.{bad}")
+    assert Solution.from_dict({**GOOD_SOLUTION, "mc": {**MC, "values": [0, None]}}).mc.values == [0.0, None]
