@@ -107,11 +107,13 @@ def load_records(
     record_type: type[R],
     on_error: Literal["raise", "skip"] = "raise",
     rejects_path: str | Path | None = None,
+    require_records: bool = False,
 ) -> list[R]:
     """Read a whole file before a stage writes anything, so bad input never leaves partial output.
 
     With on_error="skip", every bad line goes to `rejects_path` (default: `<path>.rejects.jsonl`) as
-    `{"line": N, "field": ..., "error": ..., "raw": ...}`.
+    `{"line": N, "field": ..., "error": ..., "raw": ...}`. `require_records=True` makes a file with no
+    (good) record an InputError, for stages where an empty input can only be a mistake.
     """
     report = ReadReport()
     records = list(iter_records(path, record_type, on_error=on_error, report=report))
@@ -129,6 +131,9 @@ def load_records(
         ]
         write_atomic(rejects, rows)
         print(f"skipped {len(rows)} bad line(s) of {path}; reasons in {rejects}")
+    if require_records and not records:
+        skipped = f" ({len(report.errors)} bad line(s) skipped)" if report.errors else ""
+        raise InputError(str(path), None, None, f"no records{skipped}")
     return records
 
 

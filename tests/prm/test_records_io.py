@@ -256,3 +256,19 @@ def test_mc_values_are_success_rates_in_unit_interval(tmp_path, values, bad):
         load_records(path, Solution)
     assert (err.value.line, err.value.field) == (1, f"mc.{bad}")
     assert Solution.from_dict({**GOOD_SOLUTION, "mc": {**MC, "values": [0, None]}}).mc.values == [0.0, None]
+
+
+def test_load_records_can_require_at_least_one_record(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n \n")
+    assert load_records(empty, Solution) == []  # the default is unchanged
+    with pytest.raises(InputError) as info:
+        load_records(empty, Solution, require_records=True)
+    assert info.value.describe() == f"{empty}: no records"
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text("{}\n")
+    with pytest.raises(InputError, match=r"no records \(1 bad line\(s\) skipped\)"):
+        load_records(only_bad, Solution, on_error="skip", require_records=True)
+    good = tmp_path / "good.jsonl"
+    write_atomic(good, [Solution.from_dict(GOOD_SOLUTION)])
+    assert len(load_records(good, Solution, require_records=True)) == 1
