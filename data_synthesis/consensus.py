@@ -255,11 +255,11 @@ def run_consensus(args: argparse.Namespace) -> int:
         raise PrmError("--mc and --judge go together")
     join_stats: dict[str, int] = {}
     if args.input:
-        records = load_records(args.input, Solution)
+        records = load_records(args.input, Solution, require_records=True)
         source = args.input
     else:
-        mc_records = load_records(args.mc, Solution)
-        judge_records = load_records(args.judge, Solution)
+        mc_records = load_records(args.mc, Solution, require_records=True)
+        judge_records = load_records(args.judge, Solution, require_records=True)
         # Swapped or wrong files would otherwise give "kept 0" and exit 0.
         if mc_records and all(r.mc is None for r in mc_records):
             raise InputError(args.mc, None, "mc", "no record carries an mc annotation (is this the --judge file?)")

@@ -269,7 +269,7 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
 
     cfg.check()
     check_sampling(cfg.sampling())
-    solutions = load_records(cfg.input, Solution)  # validated whole before anything is written
+    solutions = load_records(cfg.input, Solution, require_records=True)  # validated whole before anything is written
     seen: set[str] = set()
     for s in solutions:
         if s.id in seen:

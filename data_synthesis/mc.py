@@ -462,7 +462,7 @@ def run_mc(args: argparse.Namespace) -> int:
     cfg = load_section(MCConfig, "mc", args.config, args.overrides)
     cfg.validate()
     policy = policy_config(args.config, args.overrides)
-    solutions = load_records(args.input, Solution)
+    solutions = load_records(args.input, Solution, require_records=True)
     seen: dict[str, int] = {}
     for lineno, sol in enumerate(solutions, start=1):
         if sol.id in seen:

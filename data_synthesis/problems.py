@@ -178,7 +178,7 @@ def jsonl_problems(path: str) -> list[Problem]:
     """Problem records from a local JSONL file; the first bad line raises InputError (file, line, field)."""
     from prm.jsonl import load_records
 
-    return load_records(path, Problem)
+    return load_records(path, Problem, require_records=True)
 
 
 def _read_local_rows(path: Path, split: str) -> list[dict[str, Any]]:

@@ -134,7 +134,7 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
     cfg.check()
     check_sampling(cfg.sampling())  # before a model is loaded
     _extract("", cfg.answer_methods)  # unknown extraction methods fail now, not after the first batch
-    problems = load_records(cfg.input, Problem)  # the whole file is validated before anything is written
+    problems = load_records(cfg.input, Problem, require_records=True)  # the whole file is validated before anything is written
     _check_unique(problems, str(cfg.input))
     output = Path(cfg.output)  # type: ignore[arg-type]
     if shard is not None:

@@ -590,7 +590,7 @@ def run_testbed(args: argparse.Namespace) -> int:
         raise PrmError(f"--heldout-fraction must be in [0, 1), got {args.heldout_fraction}")
     if (args.heldout_fraction > 0) != bool(args.heldout_out):
         raise PrmError("--heldout-fraction and --heldout-out go together")
-    problems = load_records(args.input, Problem)
+    problems = load_records(args.input, Problem, require_records=True)
     for lineno, problem in enumerate(problems, start=1):
         if reference_steps(problem) is None:
             raise InputError(args.input, lineno, "meta.reference_steps",

@@ -588,12 +588,16 @@ def convert_file(
             report.dropped += 1
             continue
         out.append(record)
-    write_atomic(dst, out)
-    report.written = len(out)
     if rejects:
         target = rejects_path or f"{dst}.rejects.jsonl"
         write_atomic(target, rejects)
         print(f"skipped {len(rejects)} bad row(s) of {src}; reasons in {target}")
+    if not out:  # an empty output is never what a conversion was for: say why
+        rows = report.dropped + len(report.errors)
+        raise InputError(src, None, None, "no records" if not rows else
+                         f"no record converted ({report.dropped} without a usable label, {len(report.errors)} bad)")
+    write_atomic(dst, out)
+    report.written = len(out)
     return report.written
 
 

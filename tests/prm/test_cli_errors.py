@@ -78,3 +78,19 @@ def test_unreadable_dataset_files(tmp_path, capsys, name, content, message):
     assert main(["data", "problems", "--source", "hf", "--preset", "gsm8k", "--path", str(path),
                  "-o", str(tmp_path / "out.jsonl")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "-i", "{e}", "-o", "{t}/o.jsonl", "n=1"],
+    ["data", "testbed", "-i", "{e}", "-o", "{t}/o.jsonl"],
+    ["annotate", "mc", "-i", "{e}", "-o", "{t}/o.jsonl", "backend=simulated"],
+    ["annotate", "judge", "-i", "{e}", "-o", "{t}/o.jsonl"],
+    ["consensus", "-i", "{e}", "-o", "{t}/o.jsonl"],
+    ["data", "problems", "--source", "jsonl", "--path", "{e}", "-o", "{t}/o.jsonl"],
+])
+def test_an_empty_input_is_an_error(tmp_path, capsys, argv):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main([a.format(e=empty, t=tmp_path) for a in argv]) == 2
+    assert f"{empty}: no records" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

@@ -348,5 +348,12 @@ def test_cli_convert_ok_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.count("\n") == 1 and "bad.jsonl:1" in err and "'label'" in err and "Traceback" not in err
     assert not out.exists()
 
-    assert main(["data", "convert", str(bad), str(out), "--from", "prm800k", "--to", "ours", "--skip-bad"]) == 0
-    assert "1 bad row(s) skipped" in capsys.readouterr().out
+    # Skipping the only row leaves nothing to write: an error, with the reason in the rejects file.
+    assert main(["data", "convert", str(bad), str(out), "--from", "prm800k", "--to", "ours", "--skip-bad"]) == 2
+    captured = capsys.readouterr()
+    assert "skipped 1 bad row(s)" in captured.out and "no record converted (0 without a usable label, 1 bad)" in captured.err
+    assert not out.exists() and (tmp_path / "never.jsonl.rejects.jsonl").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["data", "convert", str(empty), str(out), "--from", "trl", "--to", "ours"]) == 2
+    assert "empty.jsonl: no records" in capsys.readouterr().err and not out.exists()
