@@ -456,7 +456,7 @@ def run_mc(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from prm.config import load_section
-    from prm.jsonl import JsonlWriter, load_records, write_text_atomic
+    from prm.jsonl import JsonlWriter, load_records, previous_ids, write_text_atomic
     from prm.shards import in_shard, parse_shard, shard_path
 
     cfg = load_section(MCConfig, "mc", args.config, args.overrides)
@@ -481,10 +481,8 @@ def run_mc(args: argparse.Namespace) -> int:
             raise InputError(args.input, None, "true_first_error",
                              f"backend=simulated needs testbed solutions; {missing[0]} has no true_first_error")
 
-    done: set[str] = set()
-    if output.exists():  # resume: repair a torn last line, skip the ids already labeled
-        with JsonlWriter(output, resume=True) as previous:
-            done = set(previous.done)
+    done = previous_ids(output)  # resume: a torn last line cut off, the ids already labeled skipped
+    if output.exists():
         _check_same_settings(output, cfg)
     todo = [s for s in solutions if s.id not in done]
     print(f"mc ({cfg.mode}, k={cfg.k}): {len(solutions)} solution(s), {len(solutions) - len(todo)} already in "

@@ -71,13 +71,13 @@ def _config(args: argparse.Namespace) -> ScoreConfig:
 
 def detect_record_type(path: str) -> type:
     """Solution, StepErrorItem or BonItem, from the keys of the file's first record."""
-    from prm.jsonl import iter_lines
+    from prm.jsonl import is_blank, iter_lines
     from prm.records import BonItem, Solution, StepErrorItem, guess_record_type
 
     if not Path(path).exists():
         raise InputError(path, None, None, "no such file")
     for lineno, raw in iter_lines(path):
-        if not raw.strip():
+        if is_blank(raw):
             continue
         try:
             data = json.loads(raw)
@@ -103,22 +103,21 @@ def _solutions(record: Any) -> list[tuple[str, list[str], dict[str, Any]]]:
 def _cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, load_records
+    from prm.jsonl import JsonlWriter, load_records, previous_ids
     from prm.records import record_id
     from prm.scoring import load_scorer
 
-    cfg = _config(args)
-    if Path(args.input).resolve() == Path(args.output).resolve():
-        raise PrmError("the output must be a different file from the input")
+    cfg = _config(args)  # an output that is the input is refused by prm.cli.main
     records = load_records(args.input, detect_record_type(args.input))
-    writer = JsonlWriter(args.output, resume=not args.no_resume)
-    todo = [r for r in records if record_id(r) not in writer.done]
+    done = set() if args.no_resume else previous_ids(args.output)
+    todo = [r for r in records if record_id(r) not in done]
     n_solutions = sum(len(_solutions(r)) for r in todo)
     if not todo:
-        writer.close()
         print(f"{args.output}: all {len(records)} record(s) already scored")
         return 0
+    # The model loads before the output opens: a bad model keeps an old output (even with --no-resume).
     scorer = load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype)
+    writer = JsonlWriter(args.output, resume=not args.no_resume)
     print(f"scoring {n_solutions} solution(s) in {len(todo)} record(s) with {scorer.describe()}"
           + (f"; {len(records) - len(todo)} already in {args.output}" if len(todo) < len(records) else ""))
     tokens = steps = 0

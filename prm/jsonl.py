@@ -181,6 +181,15 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> None:
         fh.write(text)
 
 
+def previous_ids(path: str | Path) -> set[str]:
+    """The ids already in a resumable output (a torn last line cut off); empty when there is no file yet.
+    Lets a command load its model before it opens (and so creates) its output."""
+    if not Path(path).exists():
+        return set()
+    with JsonlWriter(path, resume=True) as previous:
+        return set(previous.done)
+
+
 class JsonlWriter:
     """Append-only, resumable JSONL output.
 
@@ -202,6 +211,8 @@ class JsonlWriter:
             self._repair_and_scan()
         elif self.path.exists():
             self.path.unlink()
+        self._created = not self.path.exists()
+        self._written = 0
         self._fh = open(self.path, "ab")
 
     def _repair_and_scan(self) -> None:
@@ -254,6 +265,7 @@ class JsonlWriter:
         if self._since_sync >= self.sync_every:
             os.fsync(self._fh.fileno())
             self._since_sync = 0
+        self._written += 1
         rid = record_id(record)
         if rid is not None:
             self.done.add(rid)
@@ -267,5 +279,7 @@ class JsonlWriter:
     def __enter__(self) -> JsonlWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is not None and self._created and not self._written:
+            self.path.unlink(missing_ok=True)  # a command that failed before its first record leaves no file

@@ -94,3 +94,17 @@ def test_an_empty_input_is_an_error(tmp_path, capsys, argv):
     assert main([a.format(e=empty, t=tmp_path) for a in argv]) == 2
     assert f"{empty}: no records" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_bad_model_leaves_outputs_as_they_were(problems, tmp_path, capsys):
+    """The model loads before any output opens: no empty file appears, and an old one survives --no-resume."""
+    missing = str(tmp_path / "no-model")
+    assert main(["sample", "-i", str(problems), "-o", str(tmp_path / "s.jsonl"), f"generator.model={missing}"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    old = tmp_path / "scored.jsonl"
+    old.write_text('{"id": "x"}\n')
+    testbed = tmp_path / "tb.jsonl"
+    assert main(["data", "testbed", "-i", str(problems), "-o", str(testbed)]) == 0
+    assert main(["score", "--model", missing, "-i", str(testbed), "-o", str(old), "--no-resume"]) == 2
+    assert old.read_text() == '{"id": "x"}\n'
