@@ -220,11 +220,10 @@ def report_markdown(report: dict[str, Any]) -> str:
 def join_by_id(mc_records: Sequence[Solution], judge_records: Sequence[Solution], judge_path: str
                ) -> tuple[list[Solution], dict[str, int]]:
     """MC records with the judge annotation of the judge record of the same id added."""
-    judges: dict[str, Solution] = {}
-    for r in judge_records:
-        if r.id in judges:
-            raise InputError(judge_path, None, "id", f"duplicate solution id {r.id!r}")
-        judges[r.id] = r
+    from prm.jsonl import check_unique_ids
+
+    check_unique_ids(judge_records, judge_path)
+    judges = {r.id: r for r in judge_records}
     out, mc_ids = [], set()
     for r in mc_records:
         mc_ids.add(r.id)
@@ -246,7 +245,7 @@ def run_consensus(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from prm.config import load_section
-    from prm.jsonl import JsonlWriter, load_records, write_text_atomic
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, write_text_atomic
 
     cfg = load_section(ConsensusConfig, "consensus", args.config, args.overrides)
     if bool(args.input) == bool(args.mc or args.judge):
@@ -267,11 +266,7 @@ def run_consensus(args: argparse.Namespace) -> int:
             raise InputError(args.judge, None, "judge", "no record carries a judge annotation (is this the --mc file?)")
         records, join_stats = join_by_id(mc_records, judge_records, args.judge)
         source = args.mc
-    seen: set[str] = set()
-    for r in records:
-        if r.id in seen:
-            raise InputError(source, None, "id", f"duplicate solution id {r.id!r}")
-        seen.add(r.id)
+    check_unique_ids(records, source)  # the joined records keep the --mc file's order
     if records and all(r.mc is None for r in records) and all(r.judge is None for r in records):
         raise InputError(source, None, "mc", "no record carries an mc or a judge annotation")
 

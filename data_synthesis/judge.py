@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm.config import option
-from prm.errors import ConfigError, InputError
+from prm.errors import ConfigError
 from prm.generation import (
     Generator,
     GeneratorConfig,
@@ -264,17 +264,13 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     """Judge every solution not yet in the output; returns the report over the whole output file."""
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, load_records, previous_ids, write_text_atomic
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids, write_text_atomic
     from prm.shards import in_shard, shard_path
 
     cfg.check()
     check_sampling(cfg.sampling())
     solutions = load_records(cfg.input, Solution, require_records=True)  # validated whole before anything is written
-    seen: set[str] = set()
-    for s in solutions:
-        if s.id in seen:
-            raise InputError(str(cfg.input), None, "id", f"duplicate solution id {s.id!r}")
-        seen.add(s.id)
+    check_unique_ids(solutions, str(cfg.input))
     output = Path(cfg.output)  # type: ignore[arg-type]
     if shard is not None:
         solutions = [s for s in solutions if in_shard(s.id, *shard)]

@@ -456,18 +456,14 @@ def run_mc(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from prm.config import load_section
-    from prm.jsonl import JsonlWriter, load_records, previous_ids, write_text_atomic
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids, write_text_atomic
     from prm.shards import in_shard, parse_shard, shard_path
 
     cfg = load_section(MCConfig, "mc", args.config, args.overrides)
     cfg.validate()
     policy = policy_config(args.config, args.overrides)
     solutions = load_records(args.input, Solution, require_records=True)
-    seen: dict[str, int] = {}
-    for lineno, sol in enumerate(solutions, start=1):
-        if sol.id in seen:
-            raise InputError(args.input, None, "id", f"duplicate solution id {sol.id!r} (records {seen[sol.id]} and {lineno})")
-        seen[sol.id] = lineno
+    check_unique_ids(solutions, args.input)
     output, cache_path = Path(args.output), cfg.cache_path
     if args.shard:
         i, n = parse_shard(args.shard)

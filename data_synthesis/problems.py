@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
+from prm.jsonl import check_unique_ids
 from prm.records import Problem
 from prm.steps import split_steps
 
@@ -392,6 +393,7 @@ def load_problems(config: ProblemsConfig) -> list[Problem]:
         if not config.path:
             raise ConfigError("problems.path: source jsonl needs a file of Problem records (path=FILE.jsonl)")
         problems = jsonl_problems(config.path)
+        check_unique_ids(problems, config.path)
         problems = [problems[i] for i in _pick(len(problems), config)]
     elif config.source == "hf":
         problems = hf_problems(config)
@@ -400,7 +402,8 @@ def load_problems(config: ProblemsConfig) -> list[Problem]:
     seen: dict[str, int] = {}
     for i, problem in enumerate(problems):
         if problem.id in seen:
-            raise PrmError(f"duplicate problem id '{problem.id}' (records {seen[problem.id] + 1} and {i + 1})")
+            raise PrmError(f"{config.source} {config.path or ''}: duplicate problem id '{problem.id}' "
+                           f"(problems {seen[problem.id] + 1} and {i + 1})")
         seen[problem.id] = i
     return problems
 

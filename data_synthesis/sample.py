@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm.config import option
-from prm.errors import ConfigError, InputError
+from prm.errors import ConfigError
 from prm.generation import (
     Generator,
     GeneratorConfig,
@@ -97,14 +97,6 @@ def solution_id(problem_id: str, k: int) -> str:
     return f"{problem_id}-s{k}"
 
 
-def _check_unique(problems: list[Problem], path: str) -> None:
-    seen: set[str] = set()
-    for p in problems:
-        if p.id in seen:
-            raise InputError(path, None, "id", f"duplicate problem id {p.id!r}: solution ids would collide")
-        seen.add(p.id)
-
-
 def _grade(pairs: list[tuple[str | None, str]], workers: int) -> list[bool]:
     from prm.grading import grade_many
 
@@ -128,14 +120,14 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
     `cfg.generator` (an already loaded model, or the synthetic testbed's simulated completer)."""
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, load_records, previous_ids
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids
     from prm.shards import in_shard, shard_path
 
     cfg.check()
     check_sampling(cfg.sampling())  # before a model is loaded
     _extract("", cfg.answer_methods)  # unknown extraction methods fail now, not after the first batch
     problems = load_records(cfg.input, Problem, require_records=True)  # the whole file is validated before anything is written
-    _check_unique(problems, str(cfg.input))
+    check_unique_ids(problems, str(cfg.input), ": solution ids would collide")
     output = Path(cfg.output)  # type: ignore[arg-type]
     if shard is not None:
         problems = [p for p in problems if in_shard(p.id, *shard)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +179,19 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> None:
     """Write a whole text (or binary) file atomically, like `write_atomic`."""
     with _atomic_file(path, "wb" if isinstance(text, bytes) else "w") as fh:
         fh.write(text)
+
+
+def check_unique_ids(records: Sequence[Record], path: str | Path, consequence: str = "") -> None:
+    """Every record of a file read whole (one record per non-blank line) has its own id; else an InputError at
+    the line of the repeat that names the line of the first."""
+    seen: dict[str | None, int] = {}
+    for index, record in enumerate(records):
+        rid = record_id(record)
+        if rid in seen:
+            lines = [lineno for lineno, raw in iter_lines(path) if not is_blank(raw)]
+            raise InputError(str(path), lines[index], "id",
+                             f"duplicate id {rid!r} (first on line {lines[seen[rid]]}){consequence}")
+        seen[rid] = index
 
 
 def previous_ids(path: str | Path) -> set[str]:

@@ -116,7 +116,7 @@ def test_jsonl_source_duplicate_ids(tmp_path):
     rows = _problem_rows()
     rows[2]["id"] = "a"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(PrmError, match="duplicate problem id 'a'"):
+    with pytest.raises(PrmError, match=r"dup.jsonl:3: field 'id': duplicate id 'a' \(first on line 1\)"):
         load_problems(ProblemsConfig(source="jsonl", path=str(path)))
 
 

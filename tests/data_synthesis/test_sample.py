@@ -157,7 +157,7 @@ def test_sample_bad_input_and_config_exit_2(tmp_path, problems_file, capsys):
     assert "bad.jsonl:2" in err and "answer" in err and len(err.strip().splitlines()) == 1
     dup = write_problems(tmp_path / "dup.jsonl", [PROBLEMS[0], PROBLEMS[0]])
     assert main(["sample", "-i", dup, "-o", str(out)]) == 2
-    assert "duplicate problem id" in capsys.readouterr().err
+    assert "dup.jsonl:2: field 'id': duplicate id 'p0' (first on line 1)" in capsys.readouterr().err
     assert main(["sample", "-i", problems_file, "-o", str(out), "n=0"]) == 2
     assert main(["sample", "-i", problems_file, "-o", str(out), "temperature=-1"]) == 2
     assert main(["sample", "-i", problems_file, "-o", str(out), "nope=1"]) == 2
