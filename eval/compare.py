@@ -53,7 +53,7 @@ def load_run(name: str, folders: list[Path]) -> dict[str, float | None]:
         for path in _metric_files(folder):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
                 raise PrmError(f"{path}: cannot read metrics ({exc})") from None
             kind = data.get("kind") if isinstance(data, dict) else None
             headline = data.get("headline") if isinstance(data, dict) else None
