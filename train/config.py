@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from prm.config import option
+from prm.errors import ConfigError
 
 
 @dataclass
@@ -65,7 +68,7 @@ class TrainConfig:
     epochs: float = option(1.0, help="passes over the data when max_steps is 0")
     seed: int = option(0, help="seed of weights init, shuffling and packing")
     save_every: int = option(100, help="checkpoint every N optimizer steps (0 = only at the end / on preemption)")
-    save_total_limit: int = option(2, help="checkpoints kept (older ones deleted)")
+    save_total_limit: int = option(2, help="checkpoints kept, at least 1 (older ones deleted)")
     eval_every: int = option(0, help="validate every N steps (0 = only at the end)")
     threshold: float = option(0.5, help="P(correct) below which a step counts as an error in validation")
     log_every: int = option(10, help="print progress every N steps")
@@ -76,3 +79,55 @@ class TrainConfig:
     optim: OptimConfig = option(default_factory=OptimConfig, help="optimizer and schedule")
     data: DataConfig = option(default_factory=DataConfig, help="data files, length, packing, batch sizes")
     debug_signal_at_step: int = option(0, help="testing: rank 0 sends itself SIGTERM after this step (0 = off)")
+
+    def __post_init__(self) -> None:
+        # load_section builds the config through here, so `prm config get`, `prm run` and the Slurm scripts
+        # reject a bad value up front, not mid-training.
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks: a ConfigError naming the first bad key (Trainer.run calls it again)."""
+        o, d, lo, cw, fin = self.optim, self.data, self.lora, self.class_weights, math.isfinite
+        checks = [  # (key, ok, the documented range)
+            ("output_dir", bool(str(self.output_dir).strip()), "a folder name"),
+            ("deepspeed", bool(str(self.deepspeed).strip()), "zero2, zero3 or a JSON file"),
+            ("class_weights", len(cw) == 2 and all(fin(w) and w >= 0 for w in cw) and sum(cw) > 0,
+             "two weights >= 0 ([wrong steps, correct steps]), not both 0"),
+            ("trainable_layers", self.trainable_layers >= -1, ">= -1 (-1 = every weight)"),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, "at least 1"),
+            ("max_steps", self.max_steps >= 0, ">= 0 (0 = epochs x steps per epoch)"),
+            ("epochs", fin(self.epochs) and self.epochs > 0, "> 0"),
+            ("save_every", self.save_every >= 0, ">= 0 (0 = only at the end)"),
+            ("save_total_limit", self.save_total_limit >= 1,
+             "at least 1 (--resume continues from the latest checkpoint)"),
+            ("eval_every", self.eval_every >= 0, ">= 0 (0 = only at the end)"),
+            ("threshold", 0.0 <= self.threshold <= 1.0, "a probability in [0, 1]"),
+            ("log_every", self.log_every >= 1, "at least 1"),
+            ("debug_signal_at_step", self.debug_signal_at_step >= 0, ">= 0 (0 = off)"),
+            ("lora.r", lo.r >= 1, "at least 1"),
+            ("lora.alpha", lo.alpha > 0, "> 0"),
+            ("lora.dropout", 0.0 <= lo.dropout < 1.0, "in [0, 1)"),
+            ("optim.lr", fin(o.lr) and o.lr > 0, "> 0"),
+            ("optim.head_lr", fin(o.head_lr) and o.head_lr >= 0, ">= 0 (0 = lr)"),
+            ("optim.weight_decay", fin(o.weight_decay) and o.weight_decay >= 0, ">= 0"),
+            ("optim.betas", len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
+             "two numbers in [0, 1)"),
+            ("optim.eps", fin(o.eps) and o.eps > 0, "> 0"),
+            ("optim.warmup_steps", o.warmup_steps >= 0, ">= 0"),
+            ("optim.warmup_ratio", 0.0 <= o.warmup_ratio <= 1.0, "a share in [0, 1]"),
+            ("optim.min_lr_ratio", 0.0 <= o.min_lr_ratio <= 1.0, "a share in [0, 1]"),
+            ("optim.grad_clip", fin(o.grad_clip) and o.grad_clip >= 0, ">= 0 (0 = off)"),
+            ("data.max_length", d.max_length >= 1, "at least 1"),
+            ("data.pack_length", d.pack_length == 0 or d.pack_length >= (d.max_length if d.packing else 1),
+             f"0 (= max_length) or at least data.max_length ({d.max_length})"),
+            ("data.pad_to_multiple_of", d.pad_to_multiple_of >= 1, "at least 1"),
+            ("data.micro_batch_size", d.micro_batch_size >= 1, "at least 1"),
+            ("data.val_micro_batch_size", d.val_micro_batch_size >= 1, "at least 1"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                value = functools.reduce(getattr, key.split("."), self)
+                raise ConfigError(f"train.{key} must be {rule}, got {value!r}")
+        if self.trainable_layers >= 0 and lo.enabled:
+            raise ConfigError("train.trainable_layers and train.lora.enabled: "
+                              "choose one way to limit training")

@@ -172,9 +172,7 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any, Any]:
 
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_prm(cfg.model, dtype="fp32")
-    if cfg.trainable_layers >= 0:
-        if cfg.lora.enabled:
-            raise ConfigError("train.trainable_layers and train.lora.enabled: choose one way to limit training")
+    if cfg.trainable_layers >= 0:  # with LoRA too is rejected by TrainConfig.validate
         freeze_lower_layers(model, cfg.trainable_layers)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -272,6 +270,7 @@ class Trainer:
         from train.data import collate, load_tokenized, make_batches
 
         cfg = self.cfg
+        cfg.validate()  # again: a config built in code may have been changed after loading
         self.rank, self.world, self.local_rank = init_distributed()
         cuda = torch.cuda.is_available()
         for sig in (signal.SIGTERM, signal.SIGUSR1):
@@ -284,8 +283,6 @@ class Trainer:
         tok = load_tokenizer(cfg.model)
         add_step_marker(tok)
         self.pack_length = cfg.data.pack_length or cfg.data.max_length
-        if cfg.data.packing and self.pack_length < cfg.data.max_length:
-            raise ConfigError(f"train.data.pack_length={self.pack_length} is below max_length={cfg.data.max_length}")
         self.train_data = load_tokenized(cfg.data.train_files, tok, cfg.data.max_length, cfg.data.format)
         val_data = load_tokenized(cfg.data.val_files, tok, cfg.data.max_length, cfg.data.format) \
             if cfg.data.val_files else []
@@ -416,7 +413,7 @@ class Trainer:
         tag = f"step_{step}"
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": step})
         dist.barrier()
-        if self.rank == 0 and self.cfg.save_total_limit > 0:
+        if self.rank == 0:
             tags = sorted((p for p in self.ckpt_dir.glob("step_*") if p.is_dir()),
                           key=lambda p: int(p.name.split("_")[1]))
             for old in tags[: -self.cfg.save_total_limit]:

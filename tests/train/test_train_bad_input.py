@@ -1,0 +1,89 @@
+"""Bad training config values and inputs fail up front with one `error:` line naming the key or file (exit 2),
+before any training starts or any file is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from prm.cli import main
+from prm.config import load_section
+from prm.errors import ConfigError
+from train.config import TrainConfig
+
+from .trainer_helpers import REPO
+
+TINY = str(REPO / "configs" / "train_tiny.yaml")
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.micro_batch_size=0", "train.data.micro_batch_size"),
+    ("data.val_micro_batch_size=0", "train.data.val_micro_batch_size"),
+    ("data.max_length=0", "train.data.max_length"),
+    ("data.pack_length=100", "train.data.pack_length"),  # below train_tiny's max_length 256, packing on
+    ("data.pad_to_multiple_of=0", "train.data.pad_to_multiple_of"),
+    ("gradient_accumulation_steps=0", "train.gradient_accumulation_steps"),
+    ("optim.betas=[0.9]", "train.optim.betas"),
+    ("optim.betas=[0.9,1.5]", "train.optim.betas"),
+    ("optim.lr=-1", "train.optim.lr"),
+    ("optim.lr=0", "train.optim.lr"),
+    ("optim.lr=.nan", "train.optim.lr"),
+    ("optim.head_lr=-1e-3", "train.optim.head_lr"),
+    ("optim.eps=0", "train.optim.eps"),
+    ("optim.weight_decay=-0.1", "train.optim.weight_decay"),
+    ("optim.warmup_ratio=5", "train.optim.warmup_ratio"),
+    ("optim.warmup_steps=-1", "train.optim.warmup_steps"),
+    ("optim.min_lr_ratio=2", "train.optim.min_lr_ratio"),
+    ("optim.grad_clip=-1", "train.optim.grad_clip"),
+    ("class_weights=[1.0]", "train.class_weights"),
+    ("class_weights=[-1,1]", "train.class_weights"),
+    ("class_weights=[0,0]", "train.class_weights"),
+    ("max_steps=-3", "train.max_steps"),
+    ("epochs=0", "train.epochs"),
+    ("threshold=5", "train.threshold"),
+    ("save_total_limit=0", "train.save_total_limit"),
+    ("save_every=-1", "train.save_every"),
+    ("eval_every=-1", "train.eval_every"),
+    ("log_every=0", "train.log_every"),
+    ("trainable_layers=-2", "train.trainable_layers"),
+    ("lora.r=0", "train.lora.r"),
+    ("lora.dropout=1", "train.lora.dropout"),
+    ("deepspeed=''", "train.deepspeed"),
+])
+def test_out_of_range_values_are_config_errors(override, key):
+    with pytest.raises(ConfigError, match=rf"^{TINY}: {key} must be "):
+        load_section(TrainConfig, "train", TINY, [override])
+
+
+def test_lora_with_trainable_layers_is_rejected_at_load():
+    with pytest.raises(ConfigError, match="train.trainable_layers and train.lora.enabled"):
+        load_section(TrainConfig, "train", None, ["lora.enabled=true", "trainable_layers=1"])
+
+
+@pytest.mark.parametrize("override", [
+    "max_steps=0", "epochs=0.5", "threshold=0", "threshold=1", "optim.head_lr=0", "optim.grad_clip=0",
+    "data.pack_length=0", "save_total_limit=1", "trainable_layers=0", "optim.warmup_ratio=1",
+    "class_weights=[0,1]", "data.packing=false data.pack_length=8",
+])
+def test_documented_values_are_accepted(override):
+    load_section(TrainConfig, "train", TINY, override.split())
+
+
+def test_config_get_rejects_a_bad_value_in_one_line(capsys):
+    assert main(["config", "get", TINY, "train.max_steps", "max_steps=-3"]) == 2
+    assert "train.max_steps must be >= 0" in _error_line(capsys)
+
+
+def test_trainer_revalidates_a_config_changed_in_code(tmp_path):
+    from train.trainer import train
+
+    cfg = load_section(TrainConfig, "train", TINY, [f"output_dir={tmp_path / 'run'}"])
+    cfg.data.micro_batch_size = 0
+    with pytest.raises(ConfigError, match="train.data.micro_batch_size"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
