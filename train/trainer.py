@@ -73,12 +73,17 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str,
     path = Path(cfg.deepspeed)
     if cfg.deepspeed in ("zero2", "zero3"):
         path = _REPO / "configs" / "deepspeed" / f"{cfg.deepspeed}.json"
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"train.deepspeed: {cfg.deepspeed!r} is neither zero2, zero3 nor a JSON file")
     try:
-        ds = json.loads(path.read_text())
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"train.deepspeed: cannot read {path}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+        raise ConfigError(f"train.deepspeed: {path}: invalid JSON: {exc}") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"train.deepspeed: {path}: expected a JSON object of DeepSpeed settings, "
+                          f"got a {type(ds).__name__}")
     mb, gas = cfg.data.micro_batch_size, cfg.gradient_accumulation_steps
     auto = {
         "train_batch_size": mb * gas * world_size,
@@ -273,6 +278,7 @@ class Trainer:
         cfg.validate()  # again: a config built in code may have been changed after loading
         self.rank, self.world, self.local_rank = init_distributed()
         cuda = torch.cuda.is_available()
+        ds_config = deepspeed_config(cfg, self.world, cuda)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, _on_signal)
 
@@ -298,7 +304,6 @@ class Trainer:
         model, tokenizer, peft_config = build_model(cfg)
         if tokenizer.convert_tokens_to_ids(STEP_MARKER) != tok.convert_tokens_to_ids(STEP_MARKER):
             raise ConfigError(f"{cfg.model}: the step marker got different ids in data and model tokenizers")
-        ds_config = deepspeed_config(cfg, self.world, cuda)
         fn = lr_lambda(cfg, total)
         self.engine, _, _, scheduler = deepspeed.initialize(
             model=model, model_parameters=parameter_groups(model, cfg), config=ds_config,

@@ -9,6 +9,7 @@ from prm.cli import main
 from prm.config import load_section
 from prm.errors import ConfigError
 from train.config import TrainConfig
+from train.trainer import deepspeed_config
 
 from .trainer_helpers import REPO
 
@@ -87,3 +88,21 @@ def test_trainer_revalidates_a_config_changed_in_code(tmp_path):
     with pytest.raises(ConfigError, match="train.data.micro_batch_size"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, match", [
+    ("[1, 2]", "expected a JSON object of DeepSpeed settings, got a list"),
+    ('"zero2"', "expected a JSON object of DeepSpeed settings, got a str"),
+    ("{not json", "invalid JSON"),
+    (None, "is neither zero2, zero3 nor a JSON file"),  # missing
+    ("dir", "is neither zero2, zero3 nor a JSON file"),
+])
+def test_bad_deepspeed_file(tmp_path, content, match):
+    path = tmp_path / "ds.json"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={path}"])
+    with pytest.raises(ConfigError, match=f"train.deepspeed: .*ds.json.*{match}"):
+        deepspeed_config(cfg, 1, False)
