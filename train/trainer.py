@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.config import to_dict
-from prm.errors import ConfigError
+from prm.errors import ConfigError, InputError
 from prm.prm_model import is_head_parameter
 from prm.steps import STEP_MARKER
 from train.config import TrainConfig
@@ -112,6 +112,26 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str,
     if "scheduler" in ds:
         raise ConfigError(f"{path}: remove 'scheduler' (the schedule comes from train.optim)")
     return ds
+
+
+def read_losses(path: Path) -> list[tuple[int, str]]:
+    """(step, line) for each record of a losses.jsonl being resumed. A last line without its newline is torn
+    (a kill mid-write) and dropped; any other bad line is an InputError naming the file and line."""
+    from prm.jsonl import parse_line
+
+    if not path.exists():
+        return []
+    *whole, _torn = path.read_bytes().split(b"\n")  # `_torn` is b"" when the file ends with a newline
+    out = []
+    for lineno, raw in enumerate(whole, start=1):
+        record = parse_line(str(path), lineno, raw)
+        if record is None:
+            continue
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise InputError(str(path), lineno, "step", f"expected an integer, got {step!r}")
+        out.append((step, raw.decode("utf-8").rstrip("\r")))
+    return out
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -276,6 +296,9 @@ class Trainer:
 
         cfg = self.cfg
         cfg.validate()  # again: a config built in code may have been changed after loading
+        losses_path = self.out / "losses.jsonl"
+        # Read now, so a corrupt losses file fails before any weight is touched or file written.
+        old_losses = read_losses(losses_path) if self.resume and (self.ckpt_dir / "latest").exists() else []
         self.rank, self.world, self.local_rank = init_distributed()
         cuda = torch.cuda.is_available()
         ds_config = deepspeed_config(cfg, self.world, cuda)
@@ -323,12 +346,8 @@ class Trainer:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from step 0")
         elif self.rank == 0 and self.ckpt_dir.exists():
             shutil.rmtree(self.ckpt_dir)  # a fresh run never mixes with an old one's checkpoints
-        losses_path = self.out / "losses.jsonl"
         if self.rank == 0:
-            kept = []
-            if step and losses_path.exists():
-                kept = [line for line in losses_path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= step]
+            kept = [line for s, line in old_losses if s <= step] if step else []
             losses_path.write_text("".join(line + "\n" for line in kept))
             if step == 0:
                 (self.out / "eval.jsonl").unlink(missing_ok=True)

@@ -3,13 +3,15 @@ before any training starts or any file is written."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from prm.cli import main
 from prm.config import load_section
-from prm.errors import ConfigError
+from prm.errors import ConfigError, InputError
 from train.config import TrainConfig
-from train.trainer import deepspeed_config
+from train.trainer import deepspeed_config, read_losses
 
 from .trainer_helpers import REPO
 
@@ -106,3 +108,38 @@ def test_bad_deepspeed_file(tmp_path, content, match):
     cfg = load_section(TrainConfig, "train", None, [f"deepspeed={path}"])
     with pytest.raises(ConfigError, match=f"train.deepspeed: .*ds.json.*{match}"):
         deepspeed_config(cfg, 1, False)
+
+
+def _losses_text(steps: list[int]) -> str:
+    return "".join(json.dumps({"step": s, "loss": 0.5}) + "\n" for s in steps)
+
+
+def test_read_losses_drops_a_torn_last_line(tmp_path):
+    path = tmp_path / "losses.jsonl"
+    path.write_text(_losses_text([1, 2]) + '{"step": 3, "lo')
+    assert [s for s, _ in read_losses(path)] == [1, 2]
+    path.write_text(_losses_text([1, 2]))
+    assert read_losses(path) == [(s, json.dumps({"step": s, "loss": 0.5})) for s in (1, 2)]
+    assert read_losses(tmp_path / "none.jsonl") == []
+
+
+@pytest.mark.parametrize("bad, match", [('{"step": 2, "lo', r"losses.jsonl:2: invalid JSON"),
+                                        ('{"loss": 1.0}', r"losses.jsonl:2: field 'step'"),
+                                        ('{"step": "2"}', r"losses.jsonl:2: field 'step'")])
+def test_read_losses_rejects_a_corrupt_inner_line(tmp_path, bad, match):
+    path = tmp_path / "losses.jsonl"
+    path.write_text(_losses_text([1]) + bad + "\n" + _losses_text([3]))
+    with pytest.raises(InputError, match=match):
+        read_losses(path)
+
+
+def test_resume_with_corrupt_losses_fails_before_touching_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("step_2")
+    (out / "losses.jsonl").write_text(_losses_text([1]) + "garbage\n" + _losses_text([2]))
+    (out / "PREEMPTED").write_text("{}\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["train", "--config", TINY, "--resume", f"output_dir={out}"]) == 2
+    assert f"{out / 'losses.jsonl'}:2: invalid JSON" in _error_line(capsys)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -1,6 +1,6 @@
 """2-process CPU training (torchrun, gloo) with DeepSpeed ZeRO-2 and ZeRO-3 on the tiny model: the loss
 falls, both stages give the same losses, and a run stopped by SIGTERM after a checkpoint, then resumed,
-reproduces the uninterrupted run's losses."""
+reproduces the uninterrupted run's losses (a torn last line of losses.jsonl dropped)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def test_sigterm_checkpoint_and_resume_reproduces(runs):
     assert "exitcode  : 75" in first.stderr or "exitcode: 75" in first.stderr
     assert json.loads((out / "PREEMPTED").read_text())["step"] == 3
     assert len(losses(out)) == 3 and not (out / "final").exists()
+    with open(out / "losses.jsonl", "a") as fh:
+        fh.write('{"step": 4, "lo')  # a torn last line, as a kill mid-write leaves: dropped on resume
     second = run_train(args, nproc=2, resume=True)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and not (out / "PREEMPTED").exists()
