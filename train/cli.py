@@ -22,7 +22,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from prm.errors import ConfigError
     from prm.models import load_tokenizer
+
+    if args.max_length < 1:
+        raise ConfigError(f"--max-length must be at least 1 (tokens per example), got {args.max_length}")
     from prm.prm_model import add_step_marker
     from train.data import load_tokenized
 
@@ -47,9 +51,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
+    from prm.errors import ConfigError
     from prm.jsonl import write_atomic
     from train.toy_data import toy_examples
 
+    if args.n < 1:
+        raise ConfigError(f"-n must be at least 1 (examples to write), got {args.n}")
+    if not 0.0 <= args.error_rate <= 1.0:
+        raise ConfigError(f"--error-rate must be a probability in [0, 1], got {args.error_rate}")
     rows = toy_examples(args.n, args.seed, args.error_rate)
     write_atomic(args.output, rows)
     print(f"wrote {len(rows)} toy examples to {args.output}")

@@ -143,3 +143,24 @@ def test_resume_with_corrupt_losses_fails_before_touching_the_run(tmp_path, caps
     assert main(["train", "--config", TINY, "--resume", f"output_dir={out}"]) == 2
     assert f"{out / 'losses.jsonl'}:2: invalid JSON" in _error_line(capsys)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("args, match", [
+    (["-n", "-1"], "-n must be at least 1"),
+    (["-n", "0"], "-n must be at least 1"),
+    (["--error-rate", "5"], "--error-rate must be a probability in [0, 1]"),
+    (["--error-rate", "-0.1"], "--error-rate must be a probability in [0, 1]"),
+])
+def test_toy_data_rejects_bad_arguments(tmp_path, capsys, args, match):
+    out = tmp_path / "toy.jsonl"
+    assert main(["train-data", "toy", "-o", str(out)] + args) == 2
+    assert match in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_check_rejects_a_non_positive_max_length(tmp_path, capsys):
+    data = tmp_path / "toy.jsonl"
+    assert main(["train-data", "toy", "-o", str(data), "-n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train-data", "check", str(data), "--max-length", "0"]) == 2
+    assert "--max-length must be at least 1" in _error_line(capsys)
