@@ -176,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting `key=value` overrides at the first flag; take the ones after it too.
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         refuse_output_over_input([getattr(args, a, None) for a in _INPUT_ARGS],
                                  [getattr(args, a, None) for a in _OUTPUT_ARGS])

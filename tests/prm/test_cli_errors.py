@@ -108,3 +108,12 @@ def test_a_bad_model_leaves_outputs_as_they_were(problems, tmp_path, capsys):
     assert main(["data", "testbed", "-i", str(problems), "-o", str(testbed)]) == 0
     assert main(["score", "--model", missing, "-i", str(testbed), "-o", str(old), "--no-resume"]) == 2
     assert old.read_text() == '{"id": "x"}\n'
+
+
+def test_overrides_may_follow_flags(tmp_path, capsys):
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    assert main(["run", str(config), "--dry-run", f"run.run_dir={tmp_path / 'r'}", "train.max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "r") in out and "max_steps=3" in out
+    with pytest.raises(SystemExit):
+        main(["run", str(config), "--dry-run", "--no-such-flag"])
