@@ -238,7 +238,7 @@ def _read_local_rows_unchecked(path: Path, split: str) -> list[dict[str, Any]]:
                     raise InputError(str(path), lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise InputError(str(path), i + 1, None, f"expected a JSON object, got {type(row).__name__}")
+                raise InputError(str(path), _row_line(path, i), None, f"expected a JSON object, got {type(row).__name__}")
         return rows
     raise PrmError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or .csv)")
 
@@ -348,6 +348,16 @@ def _row_problem(row: dict[str, Any], index: int, columns: dict[str, str], confi
     return Problem(id=rid, problem=text, answer=answer, source=config.preset or name, meta=meta)
 
 
+def _row_line(path: str | Path, index: int) -> int | None:
+    """The line of data row `index` in a JSON Lines file (blank lines skipped, as the reader does); None for
+    other files, whose rows are not lines."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    return lines[index] if index < len(lines) else None
+
+
 def hf_problems(config: ProblemsConfig) -> list[Problem]:
     """Problems from a hub dataset or a local data file, through the column mapping / preset."""
     columns = _column_map(config)
@@ -365,10 +375,11 @@ def hf_problems(config: ProblemsConfig) -> list[Problem]:
             problems.append(_row_problem(rows[index], index, columns, config, name))
         except ValueError as exc:
             if config.on_error == "raise":
-                raise InputError(config.path or "", index + 1, None, f"row {index}: {exc}") from None
+                line = _row_line(config.path, index) if config.path else None
+                raise InputError(config.path or "", line, None, f"data row {index + 1}: {exc}") from None
             skipped.append(index)
     if skipped:
-        print(f"skipped {len(skipped)} row(s) without a usable problem/answer (first: row {skipped[0]})")
+        print(f"skipped {len(skipped)} row(s) without a usable problem/answer (first: data row {skipped[0] + 1})")
     return problems
 
 

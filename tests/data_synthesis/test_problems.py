@@ -238,3 +238,10 @@ def test_cli_errors_exit_2(tmp_path, capsys):
                  "-o", str(tmp_path / "x.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_local_jsonl_errors_name_the_file_line(tmp_path):
+    path = tmp_path / "gap.jsonl"
+    path.write_text('{"question": "q1", "answer": "#### 1"}\n\n\n{"question": "q2"}\n')
+    with pytest.raises(InputError, match=r"gap.jsonl:4: data row 2: no column 'answer'"):
+        load_problems(ProblemsConfig(source="hf", preset="gsm8k", path=str(path)))
