@@ -75,6 +75,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if report.errors:
             print(f"{path}: {len(report.errors)} invalid line(s), {report.good} valid record(s)")
             status = 1
+        elif not report.good:
+            print(f"{path}: no records")
+            status = 1
         else:
             print(f"{path}: all {report.good} record(s) valid")
     return status

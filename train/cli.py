@@ -42,9 +42,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from prm.errors import InputError
     from train.data import export_trl, read_examples
 
-    examples = [e for path in args.files for e in read_examples(path, args.format)]
+    examples = []
+    for path in args.files:
+        found = read_examples(path, args.format)
+        if not found:
+            raise InputError(path, None, None, "no records")
+        examples += found
     n = export_trl(examples, args.output)
     print(f"wrote {n} examples in TRL stepwise format to {args.output}")
     return 0

@@ -87,6 +87,7 @@ def test_unreadable_dataset_files(tmp_path, capsys, name, content, message):
     ["annotate", "judge", "-i", "{e}", "-o", "{t}/o.jsonl"],
     ["consensus", "-i", "{e}", "-o", "{t}/o.jsonl"],
     ["data", "problems", "--source", "jsonl", "--path", "{e}", "-o", "{t}/o.jsonl"],
+    ["train-data", "export-trl", "{e}", "-o", "{t}/o.jsonl"],
 ])
 def test_an_empty_input_is_an_error(tmp_path, capsys, argv):
     empty = tmp_path / "empty.jsonl"
@@ -94,6 +95,7 @@ def test_an_empty_input_is_an_error(tmp_path, capsys, argv):
     assert main([a.format(e=empty, t=tmp_path) for a in argv]) == 2
     assert f"{empty}: no records" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+    assert main(["data", "validate", str(empty)]) == 1 and "no records" in capsys.readouterr().out
 
 
 def test_a_bad_model_leaves_outputs_as_they_were(problems, tmp_path, capsys):
