@@ -264,7 +264,7 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     """Judge every solution not yet in the output; returns the report over the whole output file."""
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids, write_text_atomic
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, write_text_atomic
     from prm.shards import in_shard, shard_path
 
     cfg.check()
@@ -278,11 +278,11 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
 
     start = time.time()
     written = tokens = 0
-    done = previous_ids(output)
-    pending = [s for s in solutions if s.id not in done]
-    if pending and generator is None:  # the model loads before the output opens: a bad name leaves no file
-        generator = make_generator(cfg.generator)
+    # A model that fails to load leaves no file: a writer that fails before its first record removes its file.
     with JsonlWriter(output, resume=True) as writer:
+        pending = [s for s in solutions if s.id not in writer.done]
+        if pending and generator is None:
+            generator = make_generator(cfg.generator)
         sampling = cfg.sampling()
         bar = tqdm(total=len(pending), unit="solution", desc="judge", dynamic_ncols=True, mininterval=1.0)
         for lo in range(0, len(pending), cfg.batch_solutions):

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
-from prm.jsonl import check_unique_ids
+from prm.jsonl import check_unique_ids, iter_lines, parse_line, record_lines
 from prm.records import Problem
 from prm.steps import split_steps
 
@@ -227,19 +227,12 @@ def _read_local_rows_unchecked(path: Path, split: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise InputError(str(path), exc.lineno, None, f"invalid JSON: {exc.msg}") from None
             rows = data
-        else:
-            rows = []
-            for lineno, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InputError(str(path), lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise InputError(str(path), _row_line(path, i), None, f"expected a JSON object, got {type(row).__name__}")
-        return rows
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise InputError(str(path), None, f"[{i}]", f"expected a JSON object, got {type(row).__name__}")
+            return rows
+        # JSON Lines: the shared line reader (blank lines, bad UTF-8, bad JSON, non-objects named by line)
+        return [row for lineno, raw in iter_lines(path) if (row := parse_line(str(path), lineno, raw)) is not None]
     raise PrmError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or .csv)")
 
 
@@ -354,7 +347,7 @@ def _row_line(path: str | Path, index: int) -> int | None:
     path = Path(path)
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return None
-    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    lines = record_lines(path)
     return lines[index] if index < len(lines) else None
 
 

@@ -120,7 +120,7 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
     `cfg.generator` (an already loaded model, or the synthetic testbed's simulated completer)."""
     from tqdm import tqdm
 
-    from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids
+    from prm.jsonl import JsonlWriter, check_unique_ids, load_records
     from prm.shards import in_shard, shard_path
 
     cfg.check()
@@ -137,12 +137,13 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
     start = time.time()
     stats = {"problems": len(problems), "written": 0, "skipped_blank": 0, "correct": 0, "tokens": 0,
              "already_done": 0, "length_cut": 0}
-    done = previous_ids(output) | previous_ids(skipped_path)
-    pending = [p for p in problems if any(solution_id(p.id, k) not in done for k in range(cfg.n))]
-    stats["already_done"] = len(problems) - len(pending)
-    if pending and generator is None:  # the model loads before the outputs open: a bad name leaves no file
-        generator = make_generator(cfg.generator)
+    # A model that fails to load leaves no file: a writer that fails before its first record removes its file.
     with JsonlWriter(output, resume=True) as writer, JsonlWriter(skipped_path, resume=True) as skipped:
+        done = writer.done | skipped.done
+        pending = [p for p in problems if any(solution_id(p.id, k) not in done for k in range(cfg.n))]
+        stats["already_done"] = len(problems) - len(pending)
+        if pending and generator is None:
+            generator = make_generator(cfg.generator)
         name = generator.name if generator is not None else cfg.generator.model
         sampling = cfg.sampling()
         bar = tqdm(total=len(pending), unit="problem", desc="sample", dynamic_ncols=True, mininterval=1.0)

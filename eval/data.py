@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import is_blank, iter_lines, load_records
+from prm.jsonl import is_blank, iter_lines, load_records, record_lines
 from prm.records import BonCandidate, BonItem, Record, Solution, StepErrorItem
 
 
@@ -36,14 +36,7 @@ class Pool:
         return len(self.steps)
 
 
-def _line_numbers(path: str | Path) -> list[int]:
-    """1-based line numbers of the non-blank lines (one per record, in order, as load_records reads them)."""
-    return [no for no, raw in iter_lines(path) if not is_blank(raw)]
-
-
 def _first_object(path: str | Path) -> dict[str, Any]:
-    if not Path(path).exists():
-        raise InputError(str(path), None, None, "no such file")
     for no, raw in iter_lines(path):
         if not is_blank(raw):
             try:
@@ -76,7 +69,7 @@ def load_pools(path: str | Path) -> list[Pool]:
     """BoN items, or Solution records (e.g. `prm sample` output) grouped by problem_id in first-seen order."""
     path = str(path)
     first = _first_object(path)
-    lines = _line_numbers(path)
+    lines = record_lines(path)
     pools: list[Pool] = []
     if "candidates" in first:
         items = load_records(path, BonItem)
@@ -175,7 +168,7 @@ def load_step_items(path: str | Path, gold_field: str = "auto") -> list[StepItem
     the record's `split` field, else the file name without extension."""
     path = str(path)
     first = _first_object(path)
-    lines = _line_numbers(path)
+    lines = record_lines(path)
     default_split = Path(path).name.split(".")[0]
     record_type: type[Record] = StepErrorItem if "final_answer_correct" in first else Solution
     records = load_records(path, record_type)

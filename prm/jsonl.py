@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
-from prm.errors import InputError, PrmError
+from prm.errors import InputError
 from prm.records import Record, RecordError, guess_record_type, record_id
 
 R = TypeVar("R", bound=Record)
@@ -54,9 +54,9 @@ def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
     return data
 
 
-def _check_not_dir(path: str | Path) -> None:
+def _check_not_dir(path: str | Path, kind: str = "JSONL file") -> None:
     if os.path.isdir(path):
-        raise InputError(str(path), None, None, "is a directory, not a JSONL file")
+        raise InputError(str(path), None, None, f"is a directory, not a {kind}")
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -79,9 +79,7 @@ def iter_records(
 ) -> Iterator[R]:
     """Yield validated records. `record_type=None` guesses the type from each line's keys."""
     path = str(path)
-    if not os.path.exists(path):
-        raise InputError(path, None, None, "no such file")
-    for lineno, raw in iter_lines(path):
+    for lineno, raw in iter_lines(path):  # a missing file: InputError "no such file"
         try:
             data = parse_line(path, lineno, raw)
             if data is None:
@@ -154,8 +152,7 @@ def dumps(record: Record | dict[str, Any]) -> str:
 def _atomic_file(path: str | Path, mode: str) -> Iterator[IO[Any]]:
     """An open temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
     path = Path(path)
-    if path.is_dir():
-        raise PrmError(f"{path}: is a directory, not a file")
+    _check_not_dir(path, "file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -181,6 +178,11 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> None:
         fh.write(text)
 
 
+def record_lines(path: str | Path) -> list[int]:
+    """1-based line numbers of the non-blank lines: one per record, in order, as the readers take them."""
+    return [lineno for lineno, raw in iter_lines(path) if not is_blank(raw)]
+
+
 def check_unique_ids(records: Sequence[Record], path: str | Path, consequence: str = "") -> None:
     """Every record of a file read whole (one record per non-blank line) has its own id; else an InputError at
     the line of the repeat that names the line of the first."""
@@ -188,7 +190,7 @@ def check_unique_ids(records: Sequence[Record], path: str | Path, consequence: s
     for index, record in enumerate(records):
         rid = record_id(record)
         if rid in seen:
-            lines = [lineno for lineno, raw in iter_lines(path) if not is_blank(raw)]
+            lines = record_lines(path)
             raise InputError(str(path), lines[index], "id",
                              f"duplicate id {rid!r} (first on line {lines[seen[rid]]}){consequence}")
         seen[rid] = index

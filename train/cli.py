@@ -24,11 +24,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from prm.errors import ConfigError
     from prm.models import load_tokenizer
+    from prm.prm_model import add_step_marker
+    from train.data import load_tokenized
 
     if args.max_length < 1:
         raise ConfigError(f"--max-length must be at least 1 (tokens per example), got {args.max_length}")
-    from prm.prm_model import add_step_marker
-    from train.data import load_tokenized
 
     tok = load_tokenizer(args.model)
     add_step_marker(tok)
