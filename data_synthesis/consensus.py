@@ -303,7 +303,7 @@ def run_consensus(args: argparse.Namespace) -> int:
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    from prm.cli import add_config_args
+    from prm.stage import add_config_args
 
     p = sub.add_parser("consensus", help="keep solutions whose MC and judge first errors agree; training examples",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -309,8 +309,8 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from prm.cli import load_stage_config
     from prm.shards import parse_shard
+    from prm.stage import load_stage_config
 
     cfg = load_stage_config(JudgeConfig, "judge", args)
     shard = parse_shard(args.shard) if args.shard else None
@@ -320,7 +320,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 def add_command(annotate_sub: argparse._SubParsersAction) -> None:
     """`prm annotate judge`."""
-    from prm.cli import add_config_args, add_shard_arg
+    from prm.stage import add_config_args, add_shard_arg
 
     parser = annotate_sub.add_parser(
         "judge", help="an LLM judge names the earliest wrong step of each solution",

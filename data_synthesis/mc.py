@@ -547,7 +547,7 @@ def _check_same_settings(output: Path, cfg: MCConfig) -> None:
 
 
 def add_command(annotate_sub: argparse._SubParsersAction) -> None:
-    from prm.cli import add_config_args, add_shard_arg
+    from prm.stage import add_config_args, add_shard_arg
 
     p = annotate_sub.add_parser("mc", help="Monte Carlo rollout labels (exhaustive or binary search)",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

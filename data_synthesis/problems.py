@@ -438,7 +438,7 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 def add_command(data_sub: argparse._SubParsersAction) -> None:
     """`prm data problems`."""
-    from prm.cli import add_config_args
+    from prm.stage import add_config_args
 
     parser = data_sub.add_parser(
         "problems", help="write problems with gold answers (gsm_symbolic, a JSONL file, or a HF dataset)",

@@ -195,8 +195,8 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from prm.cli import load_stage_config
     from prm.shards import parse_shard
+    from prm.stage import load_stage_config
 
     cfg = load_stage_config(SampleConfig, "sample", args)
     shard = parse_shard(args.shard) if args.shard else None
@@ -206,7 +206,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     """`prm sample`."""
-    from prm.cli import add_config_args, add_shard_arg
+    from prm.stage import add_config_args, add_shard_arg
 
     parser = sub.add_parser(
         "sample", help="sample step-by-step solutions from a policy model and grade them",

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from prm.cli import add_config_args
+from prm.stage import add_config_args
 
 
 def _config(args: argparse.Namespace, **flags: Any) -> Any:

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from prm.cli import add_config_args
 from prm.config import option
 from prm.errors import InputError, PrmError
+from prm.stage import add_config_args
 
 
 @dataclass

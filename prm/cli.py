@@ -13,53 +13,10 @@ User errors (bad input, bad config) print one line and exit 2, without a traceba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from prm.errors import PrmError
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE.yaml` and trailing `key=value` overrides, shared by every stage command."""
-    parser.add_argument("--config", help="YAML config file (see configs/); its stage section is used")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. n=4 lora.r=8")
-
-
-def add_shard_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="process only shard I of N (0-based; a stable split by record id)")
-
-
-def load_stage_config(cls: type, section: str, args: argparse.Namespace):
-    """A stage's config: its YAML section and overrides, then `-i` / `-o` from the command line on top."""
-    import dataclasses
-
-    from prm.config import load_section
-
-    cfg = load_section(cls, section, args.config, args.overrides)
-    paths = {name: value for name in ("input", "output") if (value := getattr(args, name, None))}
-    cfg = dataclasses.replace(cfg, **paths) if paths else cfg
-    refuse_output_over_input([getattr(cfg, "input", None)], [getattr(cfg, "output", None)])
-    return cfg
-
-
-# Command-line arguments that name files a command reads, and files it writes.
-_INPUT_ARGS = ("input", "src", "files", "mc", "judge")
-_OUTPUT_ARGS = ("output", "dst", "train", "report")
-
-
-def _paths(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def refuse_output_over_input(inputs: list[object], outputs: list[object]) -> None:
-    """Writing over (or appending to) a file the command reads would destroy it: refuse before any work."""
-    for out in (o for value in outputs for o in _paths(value)):
-        for src in (i for value in inputs for i in _paths(value)):
-            if os.path.isfile(out) and os.path.isfile(src) and os.path.samefile(src, out):
-                raise PrmError(f"{out}: the output is also an input of this command; write to another file")
+from prm.stage import INPUT_ARGS, OUTPUT_ARGS, refuse_output_over_input
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -187,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        refuse_output_over_input([getattr(args, a, None) for a in _INPUT_ARGS],
-                                 [getattr(args, a, None) for a in _OUTPUT_ARGS])
+        refuse_output_over_input([getattr(args, a, None) for a in INPUT_ARGS],
+                                 [getattr(args, a, None) for a in OUTPUT_ARGS])
         return int(args.func(args) or 0)
     except PrmError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -73,7 +73,7 @@ def _cmd_toy(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add `prm train` and `prm train-data` to the top-level subparsers."""
-    from prm.cli import add_config_args
+    from prm.stage import add_config_args
 
     train = sub.add_parser("train", help="train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)")
     add_config_args(train)
