@@ -1,24 +1,23 @@
-"""`prm annotate judge`: an LLM judge names the earliest wrong step of each solution (ProcessBench style).
+"""`prm annotate judge`: an LLM judge names the earliest wrong step of each solution.
 
     prm annotate judge --config configs/FILE.yaml -i solutions.jsonl -o judged.jsonl [--shard I/N] [key=value ...]
     prm annotate judge -i solutions.jsonl -o judged.jsonl generator.model=Qwen/Qwen2.5-7B-Instruct votes=5 temperature=0.7
+    prm annotate judge -i solutions.jsonl -o judged.jsonl template=paper     # the Qwen PRM paper's Appendix C prompt
     prm annotate judge -i solutions.jsonl -o judged.jsonl generator.backend=openai \\
         generator.base_url=http://judge-host:8000/v1 generator.model=Qwen/Qwen2.5-72B-Instruct
 
-The judge reads the problem and the steps, each in indexed tags (`<paragraph_0>...</paragraph_0>`), and
-answers with the index of the earliest wrong paragraph in `\\boxed{}`, or `\\boxed{-1}` if all are correct.
+`template` picks the protocol (`data_synthesis/judge_templates.py`, with each one's parse rules):
+`processbench` (the default) shows the steps in `<paragraph_0>`.. tags and asks for the index of the earliest
+wrong paragraph in `\\boxed{}` (`\\boxed{-1}` if all are correct); `paper` is the Qwen2.5-Math-PRM paper's
+prompt (1-indexed `<paragraph_i>`, an `<analysis_i>` per paragraph up to the first wrong one, a
+Correct/Incorrect `<conclusion>`). `prompt=...` replaces the template's text and keeps its parser.
 
-Parse rules (the prompt states them too), for a solution of n steps:
-- exactly one `\\boxed{...}` holding an integer v with -1 <= v < n -> v;
-- several boxes that all hold the same value count as that one value;
-- no box, a box that is not an integer, an integer outside [-1, n-1], or several boxes with different
-  values -> unparsed (None), with the reason `no_box`, `not_integer`, `out_of_range` or `several_boxes`.
 With `votes` = m > 1 samples per solution: `first_error` = the most common parsed vote; a tie goes to the
 earliest step index, and a tie between a step index and -1 goes to the step (a flagged error outweighs an
 equal number of "all correct" votes); None when no vote parsed. `parsed` = at least one vote parsed.
 
-Each output record is the input Solution with `judge: {first_error, votes, parsed, raw, reasons}` added
-(`raw` = the m raw outputs, `reasons` = each vote's parse outcome); every other field is kept. The report
+Each output record is the input Solution with `judge: {first_error, votes, parsed, raw, reasons, template}`
+added (`raw` = the m raw outputs, `reasons` = each vote's parse outcome); every other field is kept. The report
 (printed and written to `<output>.report.json`, over the whole output file, so a resumed run reports on
 everything) counts votes by parse outcome and, where the truth is known (`true_first_error`, as the
 synthetic testbed writes it), gives the judge's first-error accuracy and ProcessBench's F1.
@@ -30,13 +29,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from data_synthesis.judge_templates import JUDGE_TEMPLATES, JudgeTemplate
 from prm.config import option
 from prm.errors import ConfigError
 from prm.generation import (
@@ -45,33 +44,9 @@ from prm.generation import (
     Prompt,
     SamplingConfig,
     check_sampling,
-    fill_template,
     make_generator,
 )
 from prm.records import JudgeAnnotation, Solution
-
-DEFAULT_JUDGE_TEMPLATE = """\
-Below are a math problem and a proposed solution split into paragraphs. The paragraphs are numbered from 0 \
-and each is enclosed in tags: <paragraph_0>...</paragraph_0>, <paragraph_1>...</paragraph_1>, and so on.
-
-Check the paragraphs in order. A paragraph is wrong if it contains a calculation error, a false statement, \
-a misreading of the problem, or a step that does not follow from what came before it. Find the earliest \
-wrong paragraph.
-
-[Problem]
-{problem}
-
-[Solution]
-{paragraphs}
-
-Reason briefly, then give your verdict as one integer inside \\boxed{}: the index of the earliest wrong \
-paragraph (0 to {last_index}), or \\boxed{-1} if every paragraph is correct. Write \\boxed{} exactly once. \
-A reply with no box, with anything but an integer in the box, with an index outside -1 to {last_index}, \
-or with several boxes that disagree is discarded."""
-
-PARSED, NO_BOX, NOT_INTEGER, OUT_OF_RANGE, SEVERAL_BOXES = (
-    "parsed", "no_box", "not_integer", "out_of_range", "several_boxes")
-OUTCOMES = (PARSED, NO_BOX, NOT_INTEGER, OUT_OF_RANGE, SEVERAL_BOXES)
 
 
 @dataclass
@@ -85,9 +60,10 @@ class JudgeConfig:
     top_p: float = option(1.0, help="nucleus sampling threshold")
     seed: int = option(0, help="sampling seed")
     system_prompt: str = option("", help="system message (chat style); empty = none")
-    template: str = option(
-        DEFAULT_JUDGE_TEMPLATE,
-        help="judge prompt; {problem}, {paragraphs}, {last_index} and {n_steps} are filled in")
+    template: str = option("processbench", help=f"judge protocol: {' | '.join(JUDGE_TEMPLATES)} (prompt and parser)")
+    prompt: str = option(
+        "", help="prompt text replacing the template's own; {problem}, {paragraphs}, {last_index} (the last "
+                 "paragraph's number) and {n_steps} are filled in")
     prompt_style: Literal["chat", "text"] = option("chat", help="chat (chat template) or text (plain prompt)")
     batch_solutions: int = option(16, help="solutions per generation call; output is written after each")
     input: str | None = option(None, help="Solution records (JSONL)")
@@ -104,9 +80,11 @@ class JudgeConfig:
             raise ConfigError("judge.votes > 1 with temperature=0 gives identical votes: set temperature > 0")
         if self.batch_solutions < 1:
             raise ConfigError(f"judge.batch_solutions must be at least 1, got {self.batch_solutions}")
+        if self.template not in JUDGE_TEMPLATES:
+            raise ConfigError(f"judge.template must be one of {', '.join(JUDGE_TEMPLATES)}, got {self.template!r}")
         for key in ("{problem}", "{paragraphs}"):
-            if key not in self.template:
-                raise ConfigError(f"judge.template must contain {key}")
+            if self.prompt and key not in self.prompt:
+                raise ConfigError(f"judge.prompt must contain {key}")
         if not self.input:
             raise ConfigError("judge: no input file (give -i solutions.jsonl or input=...)")
         if not self.output:
@@ -117,61 +95,16 @@ class JudgeConfig:
 # Prompt and parsing
 
 
-def format_paragraphs(steps: list[str]) -> str:
-    return "\n\n".join(f"<paragraph_{i}>\n{step}\n</paragraph_{i}>" for i, step in enumerate(steps))
+def judge_template(cfg: JudgeConfig) -> JudgeTemplate:
+    return JUDGE_TEMPLATES[cfg.template]
 
 
 def build_judge_prompt(cfg: JudgeConfig, solution: Solution) -> Prompt:
-    text = fill_template(cfg.template, {
-        "problem": solution.problem, "paragraphs": format_paragraphs(solution.steps),
-        "last_index": len(solution.steps) - 1, "n_steps": len(solution.steps),
-    })
+    text = judge_template(cfg).build(solution.problem, solution.steps, cfg.prompt)
     if cfg.prompt_style == "text":
         return f"{cfg.system_prompt}\n\n{text}\n" if cfg.system_prompt else f"{text}\n"
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     return [*messages, {"role": "user", "content": text}]
-
-
-_BOXED = re.compile(r"\\boxed\s*\{")
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\s*\{(.*)\}$", re.DOTALL)
-
-
-def boxed_contents(text: str) -> list[str]:
-    """The contents of every `\\boxed{...}` (balanced braces); an unclosed box at the end is ignored."""
-    contents = []
-    for match in _BOXED.finditer(text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            contents.append(text[match.end() : i - 1])
-    return contents
-
-
-def _normalize(content: str) -> str:
-    """'  2 ' -> '2', '$-1$' -> '-1', '\\text{3}' -> '3', '- 1' -> '-1'."""
-    value = content.strip().strip("$").strip()
-    wrapped = _WRAPPER.match(value)
-    if wrapped:
-        value = wrapped.group(1).strip()
-    return re.sub(r"\s+", "", value)
-
-
-def parse_verdict(text: str, n_steps: int) -> tuple[int | None, str]:
-    """(first_error or None, outcome) for one judge reply, by the parse rules in the module docstring."""
-    boxes = [_normalize(c) for c in boxed_contents(text)]
-    if not boxes:
-        return None, NO_BOX
-    if len(set(boxes)) > 1:
-        return None, SEVERAL_BOXES
-    if not _INTEGER.match(boxes[0]):
-        return None, NOT_INTEGER
-    value = int(boxes[0])
-    if not -1 <= value < n_steps:
-        return None, OUT_OF_RANGE
-    return value, PARSED
 
 
 def majority_vote(votes: list[int | None]) -> int | None:
@@ -183,19 +116,20 @@ def majority_vote(votes: list[int | None]) -> int | None:
     return min((v for v, c in counts.items() if c == best), key=lambda v: (v == -1, v))
 
 
-def judge_annotation(raw: list[str], n_steps: int) -> JudgeAnnotation:
-    parsed = [parse_verdict(text, n_steps) for text in raw]
+def judge_annotation(raw: list[str], n_steps: int, template: str = "processbench") -> JudgeAnnotation:
+    parsed = [JUDGE_TEMPLATES[template].parse(text, n_steps) for text in raw]
     votes = [v for v, _ in parsed]
     return JudgeAnnotation(first_error=majority_vote(votes), votes=votes, parsed=any(v is not None for v in votes),
-                           raw=list(raw), extra={"reasons": [r for _, r in parsed]})
+                           raw=list(raw), extra={"reasons": [r for _, r in parsed], "template": template})
 
 
 # ----------------------------------------------------------------------------------------------------
 # Report
 
 
-def judge_report(solutions: list[Solution]) -> dict[str, Any]:
-    """Vote outcomes, solutions parsed, and agreement with `true_first_error` where it is known."""
+def judge_report(solutions: list[Solution], template: str = "processbench") -> dict[str, Any]:
+    """Vote outcomes (by `template`'s parse outcomes), solutions parsed, and agreement with
+    `true_first_error` where it is known."""
     outcomes: Counter[str] = Counter()
     report: dict[str, Any] = {"solutions": 0, "parsed": 0, "unparsed": 0}
     known = correct = known_parsed = 0
@@ -208,7 +142,7 @@ def judge_report(solutions: list[Solution]) -> dict[str, Any]:
         reasons = (s.judge.extra or {}).get("reasons")
         if not isinstance(reasons, list):  # a judge field written elsewhere: re-derive the outcomes
             raw = s.judge.raw if isinstance(s.judge.raw, list) else [s.judge.raw]
-            reasons = [parse_verdict(t, len(s.steps))[1] for t in raw]
+            reasons = [JUDGE_TEMPLATES[template].parse(t, len(s.steps))[1] for t in raw]
         outcomes.update(reasons)
         truth = s.extra.get("true_first_error")
         if isinstance(truth, int) and not isinstance(truth, bool):
@@ -219,7 +153,7 @@ def judge_report(solutions: list[Solution]) -> dict[str, Any]:
             bucket = by_truth["correct" if truth == -1 else "error"]
             bucket[0] += int(hit)
             bucket[1] += 1
-    report["votes"] = {k: outcomes.get(k, 0) for k in OUTCOMES}
+    report["votes"] = {k: outcomes.get(k, 0) for k in JUDGE_TEMPLATES[template].outcomes}
     if known:
         acc_err = by_truth["error"][0] / by_truth["error"][1] if by_truth["error"][1] else None
         acc_ok = by_truth["correct"][0] / by_truth["correct"][1] if by_truth["correct"][1] else None
@@ -235,11 +169,10 @@ def judge_report(solutions: list[Solution]) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    v = report["votes"]
+    v: dict[str, int] = report["votes"]
     lines = [
         f"judge: {report['solutions']} solutions, {report['parsed']} parsed, {report['unparsed']} unparsed; "
-        f"votes: {v[PARSED]} parsed, {v[NO_BOX]} no box, {v[NOT_INTEGER]} not an integer, "
-        f"{v[OUT_OF_RANGE]} out of range, {v[SEVERAL_BOXES]} several boxes"
+        "votes: " + ", ".join(f"{count} {outcome.replace('_', ' ')}" for outcome, count in v.items())
     ]
     truth = report.get("truth")
     if truth:
@@ -291,13 +224,13 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
             for solution, completions in zip(batch, outputs, strict=True):
                 tokens += sum(c.tokens for c in completions)
                 judged = dataclasses.replace(solution, judge=judge_annotation([c.text for c in completions],
-                                                                              len(solution.steps)))
+                                                                              len(solution.steps), cfg.template))
                 judged.check()
                 writer.write(judged)
                 written += 1
             bar.update(len(batch))
         bar.close()
-    report = judge_report(load_records(output, Solution))
+    report = judge_report(load_records(output, Solution), cfg.template)
     report.update(written=written, already_done=len(solutions) - len(pending), tokens=tokens,
                   seconds=round(time.time() - start, 2), output=str(output))
     report_path = output.with_name(output.name + ".report.json")

@@ -7,18 +7,15 @@ import json
 
 import pytest
 
-from data_synthesis.judge import (
+from data_synthesis.judge import JudgeConfig, build_judge_prompt, majority_vote, run_judge
+from data_synthesis.judge_templates import (
     NO_BOX,
     NOT_INTEGER,
     OUT_OF_RANGE,
     PARSED,
     SEVERAL_BOXES,
-    JudgeConfig,
     boxed_contents,
-    build_judge_prompt,
-    majority_vote,
-    parse_verdict,
-    run_judge,
+    parse_boxed_index,
 )
 from prm.cli import main
 from prm.errors import ConfigError
@@ -49,7 +46,7 @@ from prm.records import Solution
     ],
 )
 def test_parse_rules(reply, n_steps, expected):
-    assert parse_verdict(reply, n_steps) == expected
+    assert parse_boxed_index(reply, n_steps) == expected
 
 
 def test_boxed_contents_balanced_braces():
@@ -92,7 +89,7 @@ class ScriptedJudge:
         for prompt in prompts:
             self.prompts.append(prompt)
             text = prompt[-1]["content"]
-            (key,) = [k for k in self.script if f"[Problem]\n{k}\n" in text]
+            (key,) = [k for k in self.script if f"[Problem]\n{k}\n" in text or f"<math_problem>\n{k}\n" in text]
             out.append([Completion(r, len(r.split()), "stop") for r in self.script[key][: sampling.n]])
         return out
 
@@ -197,12 +194,12 @@ def test_judge_config_checks(tmp_path, solutions_file):
     with pytest.raises(ConfigError, match="temperature"):
         run_judge(JudgeConfig(input=solutions_file, output=str(tmp_path / "o.jsonl"), votes=3))
     with pytest.raises(ConfigError, match="paragraphs"):
-        run_judge(JudgeConfig(input=solutions_file, output=str(tmp_path / "o.jsonl"), template="{problem}"))
+        run_judge(JudgeConfig(input=solutions_file, output=str(tmp_path / "o.jsonl"), prompt="{problem}"))
     assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_judge_template_keeps_braces_in_text():
-    cfg = JudgeConfig(template="P: {problem}\n{paragraphs}\nlast={last_index} n={n_steps} \\boxed{}")
+    cfg = JudgeConfig(prompt="P: {problem}\n{paragraphs}\nlast={last_index} n={n_steps} \\boxed{}")
     s = Solution.from_dict(solution(0, ["x = {paragraphs}", "y"]))
     s.problem = "Find {n_steps} in \\boxed{}"
     (message,) = build_judge_prompt(cfg, s)
