@@ -1,8 +1,10 @@
 """From step scores to a solution score, and from a pool of solutions to one answer.
 
 Solution scores (step scores are probabilities in [0, 1]):
-    min      the weakest step (Qwen2.5-Math-PRM, Lightman et al.)
-    product  the chance that every step is right, if the steps were independent
+    product  the chance that every step is right, if the steps were independent: how the Qwen2.5-Math-PRM
+             paper (sections 2.2 and 4.2) and Lightman et al. ("Let's Verify Step by Step") score a solution;
+             the default headline and `prm eval compare` target
+    min      the weakest step (Math-Shepherd's choice)
     last     the score of the final step (how an outcome reward model would read it)
     mean     arithmetic mean of the steps
     geomean  geometric mean (the product, normalized for length); 0 when any step scores 0

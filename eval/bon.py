@@ -8,7 +8,7 @@ records, grouped by problem_id into pools); `--model PATH` scores them first wit
 For N = 1, 2, 4, ... up to the pool size (the smallest pool, or --max-n), per problem:
   pass@N   unbiased estimator 1 - C(n-c, N) / C(n, N) (n candidates, c correct; Chen et al. 2021)
   maj@N    majority vote over normalized final answers
-  prm_A@N  the solution with the highest aggregated score (A = min, product, last, mean, geomean)
+  prm_A@N  the solution with the highest aggregated score (A = product, min, last, mean, geomean)
   weighted_A@N  PRM-weighted majority vote: summed solution scores per distinct answer
 maj, prm and weighted values are averaged over size-N subsets of the pool: all C(n, N) of them when that is at
 most `exact_subset_limit` (an exact average), else `subsets` random ones (seeded). Ties are broken uniformly at
@@ -16,8 +16,10 @@ random and the expectation is reported (see eval.aggregate). The mean over probl
 bootstrap interval (resampling problems).
 
 It also reports where the lowest step score falls, the final step or an earlier one, among the solutions each
-aggregation chooses from the full pool (the Qwen2.5-Math-PRM paper finds PRMs trained on MC labels put the
-minimum on the final step, behaving like outcome models).
+aggregation chooses from the full pool. The Qwen2.5-Math-PRM paper (section 3.2) finds that PRMs optimised
+for Best-of-N put a large share of their minimum scores on the final, answer step, behaving like outcome
+models; its own MC-trained PRMs have the lowest shares. What it finds specific to MC-trained PRMs is that they
+do best with the `last` aggregation (the final step's score, a value estimate).
 """
 
 from __future__ import annotations

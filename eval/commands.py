@@ -130,7 +130,7 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
         p.add_argument("--model", default=None, metavar="PATH",
                        help="score every solution with this PRM checkpoint first (else step_scores must be present)")
     p.add_argument("--aggregations", default=None, metavar="A,B",
-                   help="comma-separated aggregations: min,product,last,mean,geomean (default: all)")
+                   help="comma-separated aggregations: product,min,last,mean,geomean (default: all; the first is the headline)")
     add_config_args(p)
 
 

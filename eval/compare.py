@@ -5,8 +5,9 @@ metric predicts BoN accuracy across checkpoints (Spearman, Kendall, Pearson; sci
 
 Each REPORT_DIR holds a `metrics.json` written by `prm eval ...`, or sub-folders that do (`bon/`, `steps/`,
 ...); the same NAME may be given several times to merge folders. Every metrics.json contributes its
-`headline` values as `<kind>.<key>` (`bon.prm_min@64`, `steps.prm.f1`, `rewardmath.min.accuracy`, ...).
-The BoN target is `eval.target` (default `bon.prm_min`: the largest N present). Correlations need at least three
+`headline` values as `<kind>.<key>` (`bon.prm_product@64`, `steps.prm.f1`, `rewardmath.min.accuracy`, ...).
+The BoN target is `eval.target` (default `bon.prm_product`, the paper's aggregation: the largest N
+present). Correlations need at least three
 runs and a non-constant metric; otherwise they are null.
 """
 

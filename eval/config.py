@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 from prm.config import option
 
-AGGREGATION_NAMES = ("min", "product", "last", "mean", "geomean")
+# The first is the headline: the product, as the Qwen2.5-Math-PRM paper and Lightman et al. score a solution.
+AGGREGATION_NAMES = ("product", "min", "last", "mean", "geomean")
 
 
 @dataclass
 class EvalConfig:
     aggregations: list[str] = option(
-        list(AGGREGATION_NAMES), help="solution-score aggregations of step scores (min, product, last, mean, geomean)"
+        list(AGGREGATION_NAMES), help="solution-score aggregations of step scores (product, min, last, mean, geomean); the first is the "
+        "headline in reports"
     )
     # Best-of-N
     max_n: int | None = option(None, help="largest N for Best-of-N (default: the smallest pool size)")
@@ -51,7 +53,7 @@ class EvalConfig:
     heatmap_rows: int = option(12, help="solutions shown in the step-score heatmap")
     # Compare
     target: str = option(
-        "bon.prm_min", help="BoN metric correlated against in `prm eval compare` (largest N when no @N is given)"
+        "bon.prm_product", help="BoN metric correlated against in `prm eval compare` (largest N when no @N is given)"
     )
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def _bon_plot(bon: dict[str, dict[str, Any]], out: Path, aggregation: str = "min") -> str | None:
+def _bon_plot(bon: dict[str, dict[str, Any]], out: Path) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,6 +31,7 @@ def _bon_plot(bon: dict[str, dict[str, Any]], out: Path, aggregation: str = "min
     if any_metrics is None:
         return None
     ns = any_metrics["ns"]
+    aggregation = any_metrics["aggregations"][0]  # the headline aggregation (the product by default)
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = [("pass", "pass@N (oracle)", any_metrics), ("maj", "majority vote", any_metrics)]
     curves += [(f"prm_{aggregation}", f"PRM@N {name} ({aggregation})", m) for name, m in bon.items()]

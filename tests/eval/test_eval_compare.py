@@ -50,3 +50,22 @@ def test_too_few_runs_and_bad_specs(tmp_path):
     spec = write_run(tmp_path, "a", 0.5, 0.6, 0.9)
     with pytest.raises(PrmError, match="target 'bon.pass'"):
         compare_runs([spec], "bon.pass")
+
+
+def test_product_is_the_default_headline_and_target(tmp_path, capsys):
+    from eval.config import EvalConfig
+    from prm.cli import main
+
+    assert EvalConfig().aggregations[0] == "product" and EvalConfig().target == "bon.prm_product"
+    specs = []
+    for name, product, f1 in (("a", 0.4, 0.6), ("b", 0.5, 0.7), ("c", 0.7, 0.8)):
+        specs.append(write_run(tmp_path, name, 0.9 - product, f1, 0.9))
+        metrics = tmp_path / name / "bon" / "metrics.json"
+        data = json.loads(metrics.read_text())
+        data["headline"].update({"prm_product@1": 0.2, "prm_product@4": product})
+        metrics.write_text(json.dumps(data))
+    assert main(["eval", "compare", "--runs", *specs, "-o", str(tmp_path / "cmp")]) == 0
+    m = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    # Against the product the step F1 rises with BoN accuracy; against min it would fall.
+    assert m["target"] == "bon.prm_product@4" and m["correlations"]["steps.prm.f1"]["spearman"]["r"] == pytest.approx(1.0)
+    assert "with bon.prm_product@4" in capsys.readouterr().out
