@@ -17,19 +17,20 @@ come from that request's stream); OpenAI-compatible servers receive the seed and
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
 import os
-import random
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import httpx
+import tenacity
 
 from prm.config import option
 from prm.errors import ConfigError, PrmError
@@ -418,22 +419,79 @@ class VLLMGenerator:
 # OpenAI-compatible HTTP
 
 
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is cut to this, so a job never sleeps for hours
+
+
 class _RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
 
 
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or bad."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """The server's Retry-After when it sent one, else exponential backoff with jitter."""
+
+    def __init__(self, backoff_s: float):
+        self.backoff = tenacity.wait_exponential_jitter(multiplier=backoff_s, max=MAX_RETRY_AFTER_S, jitter=backoff_s / 4)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
+            return exc.retry_after
+        return self.backoff(retry_state)
+
+
+def chat_request(
+    prompt: Prompt, model: str, sampling: SamplingConfig, n: int, seed: int, extra_body: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The endpoint (relative to base_url) and JSON body of one request for `n` choices of `prompt`.
+
+    `extra_body` is merged last, for server-specific fields (vLLM's `guided_choice`, a `response_format`)."""
+    chat = not isinstance(prompt, str)
+    body: dict[str, Any] = {
+        "model": model, "n": n, "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed,
+        "messages" if chat else "prompt": prompt,
+    }
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    body.update(extra_body or {})
+    return ("chat/completions" if chat else "completions"), body
+
+
 class OpenAIGenerator:
-    """An OpenAI-compatible server (vLLM `serve`, SGLang, TGI, the OpenAI API) over plain HTTP.
+    """An OpenAI-compatible server (vLLM `serve`, SGLang, TGI, llama-cpp-python, the OpenAI API) over HTTP.
 
     `base_url` ends where the OpenAI client's does, e.g. `http://host:8000/v1`; chat prompts go to
     `{base_url}/chat/completions`, text prompts to `{base_url}/completions`, one request per prompt
-    asking for `n` choices (more requests follow if a server returns fewer). At most `max_concurrency`
-    requests are in flight. 429, 5xx, timeouts and connection errors are retried `retries` times with
-    exponential backoff (`backoff_s` * 2^attempt, plus jitter, or the server's Retry-After); any other
-    HTTP error stops with its message. The key is read from the environment variable `api_key_env`
-    (no Authorization header when it is unset, as local servers expect). Token counts come from
+    asking for `n` choices (more requests follow if a server returns fewer, as llama-cpp-python's does).
+    One `httpx` client keeps up to `max_concurrency` connections alive and reuses them; at most that many
+    requests are in flight. 408, 429, 5xx, timeouts and connection errors are retried `retries` times
+    (tenacity): after the server's Retry-After when it sends one (seconds or an HTTP date, at most 60 s),
+    else with exponential backoff from `backoff_s` plus jitter; any other HTTP error stops with its
+    message. `timeout_s` bounds each attempt's connect, read and write. The key is read from the
+    environment variable `api_key_env` (no Authorization header when it is unset, as local servers
+    expect). `extra_body` is merged into every request (see `chat_request`). Token counts come from
     `usage.completion_tokens`, shared among a response's choices in proportion to their text length.
     """
 
@@ -446,6 +504,7 @@ class OpenAIGenerator:
         retries: int = 5,
         timeout_s: float = 120.0,
         backoff_s: float = 1.0,
+        extra_body: dict[str, Any] | None = None,
     ):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
@@ -453,81 +512,80 @@ class OpenAIGenerator:
             raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, got {retries}")
+        if not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.model = model
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.max_concurrency = max_concurrency
         self.retries = retries
         self.timeout_s = timeout_s
-        self.backoff_s = backoff_s
-        self._jitter = random.Random(0)
+        self.extra_body = dict(extra_body or {})
+        self._wait = _WaitRetryAfter(backoff_s)
         self._lock = threading.Lock()
         self.requests_sent = 0  # every HTTP attempt, retries included
+        api_key = os.environ.get(api_key_env) if api_key_env else None
+        self._client = httpx.Client(
+            base_url=self.base_url + "/",
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            event_hooks={"request": [self._count_request]},
+        )
+
+    def _count_request(self, request: httpx.Request) -> None:
+        with self._lock:
+            self.requests_sent += 1
+
+    def close(self) -> None:
+        """Close the kept-alive connections (also done when the generator is garbage-collected)."""
+        self._client.close()
+
+    def __enter__(self) -> OpenAIGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.base_url}/{path}"
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                with self._lock:
-                    self.requests_sent += 1
-                return self._post_once(url, data, headers)
-            except _RetryableError as exc:
-                last = str(exc)
-                if attempt == self.retries:
-                    break
-                with self._lock:
-                    jitter = self._jitter.uniform(0, 0.25)
-                delay = exc.retry_after if exc.retry_after is not None else self.backoff_s * (2 ** attempt)
-                time.sleep(min(delay, 60.0) * (1 + jitter))
-        raise PrmError(f"{url}: giving up after {self.retries + 1} attempts: {last}")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1), wait=self._wait,
+            retry=tenacity.retry_if_exception_type(_RetryableError), reraise=True,
+        )
+        try:
+            return retrying(self._post_once, path, body)
+        except _RetryableError as exc:
+            raise PrmError(f"{self.base_url}/{path}: giving up after {self.retries + 1} attempts: {exc}") from None
 
-    def _post_once(self, url: str, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/{path}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", errors="replace")[:300]
-            if exc.code == 429 or exc.code >= 500:
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                try:
-                    wait = float(retry_after) if retry_after is not None else None
-                except ValueError:
-                    wait = None
-                raise _RetryableError(f"HTTP {exc.code}: {detail}", wait) from None
-            raise PrmError(f"{url}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise _RetryableError(f"connection error: {reason}") from None
+            response = self._client.post(path, json=body)
+        except httpx.TimeoutException:
+            raise _RetryableError(f"no response within {self.timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            raise _RetryableError(f"connection error: {exc or type(exc).__name__}") from None
+        if response.status_code in RETRYABLE_STATUS:
+            raise _RetryableError(f"HTTP {response.status_code}: {response.text[:300]}",
+                                  parse_retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 400:
+            raise PrmError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
         try:
-            result = json.loads(payload)
-        except json.JSONDecodeError:
-            raise _RetryableError(f"invalid JSON in the response: {payload[:200]!r}") from None
+            result = response.json()
+        except ValueError:
+            raise _RetryableError(f"invalid JSON in the response: {response.content[:200]!r}") from None
         if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
             raise PrmError(f"{url}: the response has no 'choices' list: {str(result)[:200]}")
         return result
 
     def _one_prompt(self, prompt: Prompt, sampling: SamplingConfig) -> list[Completion]:
         chat = not isinstance(prompt, str)
-        path = "chat/completions" if chat else "completions"
         seed_text = json.dumps(prompt) if chat else prompt
         completions: list[Completion] = []
         request_no = 0
         while len(completions) < sampling.n:
-            body: dict[str, Any] = {
-                "model": self.model, "n": sampling.n - len(completions), "max_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "seed": derive_seed(sampling.seed, seed_text, request_no) % (2 ** 31),
-            }
-            body["messages" if chat else "prompt"] = prompt
-            if sampling.stop:
-                body["stop"] = list(sampling.stop)
+            seed = derive_seed(sampling.seed, seed_text, request_no) % (2 ** 31)
+            path, body = chat_request(prompt, self.model, sampling, sampling.n - len(completions), seed, self.extra_body)
             response = self._post(path, body)
             choices = sorted(response["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
             if not choices:

@@ -3,6 +3,9 @@ CPU wheel), and the OpenAI-compatible client against a real HTTP server on 127.0
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import itertools
 import json
 import threading
 import time
@@ -21,6 +24,7 @@ from prm.generation import (
     VLLMGenerator,
     derive_seed,
     make_generator,
+    parse_retry_after,
     truncate_at_stop,
 )
 
@@ -194,22 +198,33 @@ def test_vllm_missing_gives_clear_error():
 
 
 class FakeOpenAIServer:
-    """A real HTTP server on 127.0.0.1 answering like an OpenAI-compatible one.
+    """A real HTTP/1.1 server on 127.0.0.1 answering like an OpenAI-compatible one (keep-alive, so a client
+    can reuse its connections).
 
-    The very first request gets a 500 (to exercise the retry); every request is held `delay` seconds so
-    that concurrent ones overlap, and the peak number in flight is recorded."""
+    The first `fail_first` requests get `status` (with a Retry-After header when `retry_after` is set);
+    every request is held `delay` seconds so that concurrent ones overlap, and the peak number in flight is
+    recorded. A request stops counting as in flight before its response is written: a client may send its
+    next request as soon as it has read a response, and the count must not include the finished one.
+    `max_choices` caps the choices per response, as llama-cpp-python's server returns one whatever `n` is."""
 
-    def __init__(self, delay: float = 0.15, fail_first: int = 1, status: int = 500):
+    def __init__(self, delay: float = 0.15, fail_first: int = 1, status: int = 500,
+                 retry_after: str | None = None, max_choices: int | None = None):
         self.delay = delay
         self.fail_first = fail_first
         self.status = status
+        self.retry_after = retry_after
+        self.max_choices = max_choices
         self.lock = threading.Lock()
         self.in_flight = 0
         self.peak = 0
         self.requests: list[tuple[str, dict, str | None]] = []
+        self.arrivals: list[float] = []  # monotonic time each request arrived
+        self.client_ports: set[int] = set()  # one per TCP connection the client opened
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):  # keep test output quiet
                 pass
 
@@ -217,24 +232,27 @@ class FakeOpenAIServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests.append((self.path, body, self.headers.get("Authorization")))
+                    server.arrivals.append(time.monotonic())
+                    server.client_ports.add(self.client_address[1])
                     number = len(server.requests)
                     server.in_flight += 1
                     server.peak = max(server.peak, server.in_flight)
-                try:
-                    time.sleep(server.delay)
-                    if number <= server.fail_first:
-                        self._send(server.status, {"error": {"message": "try again"}})
-                        return
+                time.sleep(server.delay)
+                with server.lock:
+                    server.in_flight -= 1
+                if number <= server.fail_first:
+                    headers = {"Retry-After": server.retry_after} if server.retry_after is not None else {}
+                    self._send(server.status, {"error": {"message": "try again"}}, headers)
+                else:
                     self._send(200, server.answer(self.path, body))
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
 
-            def _send(self, code, payload):
+            def _send(self, code, payload, headers=None):
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -244,10 +262,16 @@ class FakeOpenAIServer:
 
     def answer(self, path, body):
         n = body.get("n", 1)
+        if self.max_choices is not None:
+            n = min(n, self.max_choices)
+        seed = body.get("seed")
         if path.endswith("/chat/completions"):
             question = body["messages"][-1]["content"]
             choices = [{"index": k, "message": {"role": "assistant", "content": f"{question} -> {k} END more"},
                         "finish_reason": "stop"} for k in range(n)]
+        elif self.max_choices is not None:  # answers that differ per request, as a sampling server's do
+            choices = [{"index": k, "text": f"{body['prompt']}|seed {seed}|{k}", "finish_reason": "stop"}
+                       for k in range(n)]
         else:
             choices = [{"index": k, "text": f"{body['prompt']}|{k}", "finish_reason": "length"} for k in range(n)]
         return {"id": "x", "object": "chat.completion", "choices": choices[::-1],
@@ -264,9 +288,9 @@ class FakeOpenAIServer:
 
 def test_openai_backend_against_local_server(monkeypatch):
     monkeypatch.setenv("PRM_TEST_KEY", "sk-test")
-    with FakeOpenAIServer() as server:
-        gen = OpenAIGenerator(server.url, "judge-model", api_key_env="PRM_TEST_KEY", max_concurrency=3,
-                              retries=3, backoff_s=0.01)
+    with FakeOpenAIServer() as server, OpenAIGenerator(
+        server.url, "judge-model", api_key_env="PRM_TEST_KEY", max_concurrency=3, retries=3, backoff_s=0.01,
+    ) as gen:
         prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(8)] + ["text prompt"]
         out = gen.generate(prompts, SamplingConfig(n=2, max_new_tokens=20, seed=1, stop=[" END"]))
     assert len(out) == 9 and all(len(row) == 2 for row in out)
@@ -284,15 +308,81 @@ def test_openai_backend_against_local_server(monkeypatch):
     assert auth == "Bearer sk-test"
     assert body["model"] == "judge-model" and body["n"] == 2 and body["max_tokens"] == 20
     assert body["stop"] == [" END"] and isinstance(body["seed"], int)
-    # Concurrency was used, and bounded.
+    # Concurrency was used, and bounded; connections were kept alive and reused, not one per request.
     assert 2 <= server.peak <= 3
+    assert len(server.client_ports) <= 3
+
+
+def test_openai_no_key_sends_no_authorization(monkeypatch):
+    monkeypatch.delenv("PRM_TEST_KEY", raising=False)
+    with FakeOpenAIServer(delay=0.0, fail_first=0) as server, OpenAIGenerator(
+        server.url, "m", api_key_env="PRM_TEST_KEY",
+    ) as gen:
+        gen.generate(["x"], SamplingConfig())
+    assert server.requests[0][2] is None
+
+
+def test_openai_tops_up_when_the_server_returns_fewer_choices():
+    # llama-cpp-python's server answers n=3 with one choice: the client asks again for the rest, each
+    # request with its own seed, so the samples differ.
+    with FakeOpenAIServer(delay=0.0, fail_first=0, max_choices=1) as server, OpenAIGenerator(server.url, "m") as gen:
+        out = gen.generate(["p"], SamplingConfig(n=3, seed=5))
+    assert [body["n"] for _, body, _ in server.requests] == [3, 2, 1]
+    seeds = [body["seed"] for _, body, _ in server.requests]
+    assert len(set(seeds)) == 3
+    assert texts(out) == [[f"p|seed {seed}|0" for seed in seeds]]
+
+
+def test_openai_extra_body_fields_are_sent():
+    with FakeOpenAIServer(delay=0.0, fail_first=0) as server, OpenAIGenerator(
+        server.url, "m", extra_body={"guided_choice": ["yes", "no"]},
+    ) as gen:
+        gen.generate([CHAT], SamplingConfig())
+    assert server.requests[0][1]["guided_choice"] == ["yes", "no"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_openai_retries_after_the_servers_retry_after(status):
+    # Backoff alone would wait ~0.01 s; the server asks for 1 s, and the client waits that long.
+    with FakeOpenAIServer(delay=0.0, fail_first=1, status=status, retry_after="1") as server, OpenAIGenerator(
+        server.url, "m", retries=3, backoff_s=0.01,
+    ) as gen:
+        out = gen.generate(["x"], SamplingConfig())
+    assert texts(out) == [["x|0"]]
+    assert len(server.requests) == 2 and gen.requests_sent == 2
+    gap = server.arrivals[1] - server.arrivals[0]
+    assert 1.0 <= gap < 3.0, gap
+
+
+def test_openai_retry_backoff_grows():
+    # No Retry-After: exponential backoff from backoff_s (0.2, 0.4, 0.8 s, plus up to a quarter of jitter).
+    with FakeOpenAIServer(delay=0.0, fail_first=3, status=429) as server, OpenAIGenerator(
+        server.url, "m", retries=3, backoff_s=0.2,
+    ) as gen:
+        gen.generate(["x"], SamplingConfig())
+    gaps = [b - a for a, b in itertools.pairwise(server.arrivals)]
+    assert len(gaps) == 3
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps
+    assert gaps[0] < gaps[2], gaps
+
+
+@pytest.mark.parametrize("header, seconds", [("2.5", 2.5), ("1000", 60.0), ("-3", 0.0), ("soon", None), (None, None)])
+def test_parse_retry_after_seconds(header, seconds):
+    assert parse_retry_after(header) == seconds  # at most 60 s, never negative, None when absent or unreadable
+
+
+def test_parse_retry_after_http_date():
+    when = email.utils.format_datetime(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30),
+                                       usegmt=True)
+    assert 25 <= parse_retry_after(when) <= 31
 
 
 def test_openai_gives_up_after_retries():
     with FakeOpenAIServer(delay=0.0, fail_first=100, status=503) as server:
         gen = OpenAIGenerator(server.url, "m", retries=2, backoff_s=0.01, max_concurrency=1)
-        with pytest.raises(PrmError, match="giving up after 3 attempts"):
+        with pytest.raises(PrmError, match="giving up after 3 attempts: HTTP 503"):
             gen.generate(["x"], SamplingConfig())
+        gen.close()
     assert len(server.requests) == 3
 
 
@@ -301,7 +391,17 @@ def test_openai_client_error_is_not_retried():
         gen = OpenAIGenerator(server.url, "m", retries=4, backoff_s=0.01)
         with pytest.raises(PrmError, match="HTTP 400"):
             gen.generate(["x"], SamplingConfig())
+        gen.close()
     assert len(server.requests) == 1
+
+
+def test_openai_timeout_is_retried_then_fails():
+    with FakeOpenAIServer(delay=1.0, fail_first=0) as server:
+        gen = OpenAIGenerator(server.url, "m", retries=1, backoff_s=0.01, timeout_s=0.2)
+        with pytest.raises(PrmError, match="giving up after 2 attempts: no response within 0.2 s"):
+            gen.generate(["x"], SamplingConfig())
+        gen.close()
+    assert gen.requests_sent == 2
 
 
 def test_openai_connection_refused_is_retried_then_fails():
