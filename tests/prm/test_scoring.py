@@ -12,8 +12,9 @@ import pytest
 
 from prm.cli import main
 from prm.errors import PrmError
-from prm.scoring import FORMATS, detect_format, load_scorer, make_tiny_checkpoint, plan_batches
-from prm.scoring_base import find_token
+from prm.scoring import detect_format, load_scorer, plan_batches
+from prm.scoring.base import find_token
+from testkit.tiny_checkpoints import FORMATS, make_tiny_checkpoint
 
 # Different lengths (1 to 6 steps, short and long problems) so that batches are padded.
 PROBLEMS = [

@@ -1,6 +1,8 @@
 """Tiny random checkpoints in each released PRM format, saved the way the real ones are (tests, benches).
 
-    python -c "from prm.tiny_checkpoints import make_tiny_checkpoint as m; m('qwen_prm', '/tmp/tiny-qwen-prm')"
+    python -c "from testkit.tiny_checkpoints import make_tiny_checkpoint as m; m('qwen_prm', '/tmp/tiny-qwen-prm')"
+
+Only tests and bench/ import this module (an import-linter contract in pyproject.toml keeps production off it).
 
 Each folder holds a 2-layer, hidden-64 random model over the real SmolLM2 tokenizer (plus the tokens a
 format needs), a `config.json` whose `architectures` names the released class, and weights named as the
@@ -27,9 +29,9 @@ from typing import Any
 
 from prm.errors import PrmError
 from prm.models import EMBEDDED_MODEL, load_tokenizer
-from prm.scoring_base import quiet_transformers
+from prm.scoring.base import quiet_transformers
 
-FORMATS = ("ours", "qwen_prm", "math_shepherd", "rlhflow", "skywork")
+FORMATS = ("ours", "qwen_prm", "skywork", "math_shepherd", "rlhflow")  # the formats of prm.scoring.SCORERS
 
 QWEN_PRM_TAG = "<extra_0>"
 SHEPHERD_TAG = "ки"

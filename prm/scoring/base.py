@@ -1,4 +1,4 @@
-"""The batching engine shared by every PRM format: one forward pass per solution, little padding.
+"""The batching engine every PRM format shares: one forward pass per solution, little padding.
 
 A format turns (problem, steps) into token ids plus the positions where its head is read, one per step
 (`encode`), runs its backbone over a padded batch (`hidden_states`) and maps the hidden states gathered at
@@ -11,6 +11,7 @@ forward pass per step over the prefix that ends with that step, unbatched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -146,11 +147,69 @@ def load_tensors(path: str, names: list[str]) -> dict[str, Any]:
     return out
 
 
+class Checkpoint:
+    """What format detection looks at, each read only when a format asks: config.json, weight names, the
+    tokenizer and the name (folder or hub id, lower case)."""
+
+    def __init__(self, path: str, tokenizer: Any = None):
+        self.path = path
+        self.name = str(path).lower()
+        self._tokenizer = tokenizer
+
+    @functools.cached_property
+    def config(self) -> dict[str, Any]:
+        return read_config(self.path)
+
+    @property
+    def architectures(self) -> list[str]:
+        return [str(a) for a in self.config.get("architectures") or []]
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return any(a.endswith("ForCausalLM") for a in self.architectures)
+
+    @functools.cached_property
+    def weight_names(self) -> set[str]:
+        try:
+            return set(weight_files(self.path))
+        except PrmError:  # no weights to look at: the other rules decide
+            return set()
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        return self._tokenizer
+
+
+def load_backbone(path: str, dtype: Any, device: str) -> Any:
+    """The bare transformer (no LM head) for the config's model_type; `model.*` weights are picked up."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(path)
+        cls = MODEL_MAPPING[type(config)]
+        model = cls.from_pretrained(path, config=config, dtype=dtype, **device_map(device))
+    return model.to(device).eval()
+
+
+def device_map(device: str) -> dict[str, Any]:
+    """Load straight onto a GPU (a 7B model never sits in CPU memory first); plain load on the CPU."""
+    return {} if device == "cpu" else {"device_map": device}
+
+
+def max_positions(config: Any) -> int | None:
+    return getattr(config, "max_position_embeddings", None)
+
+
 class Scorer:
     """Scores every step of each solution in one forward pass per solution, batched.
 
     Subclasses set `format` and `self.backbone` (a bare transformer returning `last_hidden_state`) and
-    implement `encode`, `head` and `reference_step`.
+    implement `claims`, `load`, `encode`, `head` and `reference_step`.
     """
 
     format: ClassVar[str] = ""
@@ -167,6 +226,11 @@ class Scorer:
         self._warned_long = False
 
     # ---- implemented by each format -------------------------------------------------------------
+    @classmethod
+    def claims(cls, checkpoint: Checkpoint) -> bool:
+        """True when `checkpoint` is in this format (format="auto" asks the formats in SCORERS' order)."""
+        return False
+
     @classmethod
     def load(cls, path: str, tokenizer: Any, device: str, dtype: Any) -> Scorer:
         """Read the checkpoint at `path` (weights by name, no remote code) onto `device` in `dtype`."""
@@ -266,6 +330,12 @@ class Scorer:
 
     def describe(self) -> str:
         return f"{self.format} on {self.device} ({str(self.dtype).replace('torch.', '')})"
+
+
+def is_one_token(tokenizer: Any, probe: str, text: str) -> bool:
+    """Whether `text` at the end of `probe` (e.g. 'x ки') is one whole token."""
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    return bool(ids) and tokenizer.decode([ids[-1]]).strip() == text
 
 
 def find_token(tokenizer: Any, probe: str, text: str, what: str) -> int:

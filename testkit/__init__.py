@@ -1,0 +1,1 @@
+"""Builders for tests and benchmarks (tiny random checkpoints); production code never imports this package."""
