@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from eval.aggregate import aggregate_all, answer_classes, best_of_n, majority_vote, weighted_vote
+from eval.bootstrap import percentile_interval, resample_counts
 from eval.config import EvalConfig
 from eval.data import Pool
 from prm.errors import PrmError
@@ -70,12 +71,9 @@ def bootstrap_interval(values: np.ndarray, resamples: int, confidence: float,
     if resamples <= 0 or p == 0:
         nan = np.full(values.shape[1:], np.nan)
         return nan, nan
-    counts = rng.multinomial(p, np.full(p, 1.0 / p), size=resamples)  # (B, P)
-    means = counts @ values.reshape(p, -1) / p  # (B, J)
-    alpha = (1.0 - confidence) / 2.0
-    low = np.quantile(means, alpha, axis=0).reshape(values.shape[1:])
-    high = np.quantile(means, 1.0 - alpha, axis=0).reshape(values.shape[1:])
-    return low, high
+    means = resample_counts(p, resamples, rng) @ values.reshape(p, -1) / p  # (B, J)
+    low, high = percentile_interval(means, confidence)
+    return low.reshape(values.shape[1:]), high.reshape(values.shape[1:])
 
 
 def metric_names(aggregations: Sequence[str]) -> list[str]:

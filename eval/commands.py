@@ -1,7 +1,7 @@
 """The `prm eval` command group (registered from eval/cli.py).
 
     prm eval bon -i scored_bon.jsonl -o reports/bon [--max-n 64] [--subsets 200] [--seed 0] [--model PATH]
-    prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k]
+    prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k] [--bootstrap 1000]
     prm eval rewardmath -i rewardmath.jsonl -o reports/rewardmath [--model PATH]
     prm eval pairwise -i pairs.jsonl -o reports/pairwise [--model PATH]
     prm eval compare -o reports/cmp --runs a=reports/a b=reports/b c=reports/c
@@ -66,7 +66,8 @@ def _cmd_steps(args: argparse.Namespace) -> int:
         from prm.errors import PrmError
 
         raise PrmError("give either --threshold or --fit-on, not both")
-    cfg = _config(args, threshold=args.threshold, fit_on=args.fit_on, after_error=args.after_error)
+    cfg = _config(args, threshold=args.threshold, fit_on=args.fit_on, after_error=args.after_error,
+                  bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence)
     if args.threshold is not None:  # a fixed threshold on the command line wins over a configured fit_on
         cfg = dataclasses.replace(cfg, fit_on=None)
     items = []
@@ -157,6 +158,10 @@ def add_eval_group(sub: argparse._SubParsersAction) -> None:
                        help="fit the threshold on this split (max F1) and reuse it on all")
     steps.add_argument("--after-error", default=None, choices=["exclude", "error"],
                        help="PRMBench step F1: steps after the gold first error excluded (default) or erroneous")
+    steps.add_argument("--bootstrap", type=int, default=None,
+                       help="bootstrap resamples of the items for intervals (default 1000; 0: none)")
+    steps.add_argument("--confidence", type=float, default=None, help="interval level (default 0.95)")
+    steps.add_argument("--seed", type=int, default=None, help="seed of the bootstrap resamples")
     _common(steps)
     steps.set_defaults(func=_cmd_steps)
 

@@ -30,7 +30,8 @@ class EvalConfig:
         256, help="enumerate every size-N subset (exact average) when C(n, N) is at most this"
     )
     seed: int = option(0, help="seed for subset sampling and bootstrap resampling")
-    bootstrap: int = option(1000, help="bootstrap resamples over problems for confidence intervals (0: none)")
+    bootstrap: int = option(
+        1000, help="bootstrap resamples for confidence intervals, over problems (bon) or items (steps); 0: none")
     confidence: float = option(0.95, help="confidence level of the bootstrap intervals")
     # Step-error benchmarks (ProcessBench, PRMBench)
     threshold: float = option(0.5, help="a step is predicted erroneous when its score is below this")

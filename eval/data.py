@@ -147,6 +147,7 @@ class StepItem:
     step_scores: list[float] | None
     predicted: dict[str, int | None]  # source name -> predicted first error (None: no usable prediction)
     line: int = 0
+    final_answer_correct: bool = False  # ProcessBench's field, a Solution's `correct`
 
 
 def _dotted(data: dict[str, Any], key: str) -> Any:
@@ -203,6 +204,8 @@ def load_step_items(path: str | Path, gold_field: str = "auto") -> list[StepItem
             id=str(data.get("id")), split=str(split), problem=rec.problem,  # type: ignore[attr-defined]
             steps=list(rec.steps), label=label, step_scores=scores,  # type: ignore[attr-defined]
             predicted=predicted, line=line,
+            final_answer_correct=bool(rec.final_answer_correct if isinstance(rec, StepErrorItem)
+                                      else rec.correct),  # type: ignore[attr-defined]
         ))
     return items
 

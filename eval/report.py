@@ -53,6 +53,13 @@ def pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
 
 
+def pct_ci(value: float | None, ci: Sequence[float] | None) -> str:
+    """A percentage with its interval: `66.7 [50.0, 83.3]` (no brackets without an interval)."""
+    if ci is None or value is None:
+        return pct(value)
+    return f"{pct(value)} [{pct(ci[0])}, {pct(ci[1])}]"
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(fmt(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:

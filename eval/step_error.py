@@ -1,6 +1,7 @@
 """Step-error benchmarks: ProcessBench (first-error identification) and PRMBench-style step classification.
 
-    prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k]
+    prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k] \
+        [--bootstrap 1000 --confidence 0.95 --seed 0]
 
 Input: ProcessBench items (`label` = earliest wrong step, -1 if none) or Solution records whose gold first
 error sits at `eval.gold_field`. Predictors found on the records, each evaluated on its own:
@@ -24,17 +25,27 @@ predicted first error are correct and the rest erroneous; items without a usable
 PRMBench drops invalid outputs) and counted. F1 (correct steps positive), negative F1 (erroneous steps
 positive), PRMScore = their mean; counts pooled over the items of a split. Step AUC (PRM only, threshold-free):
 the chance that a gold-correct step scores above a gold-erroneous one, pooled over a split.
+
+Extracted ProcessBench (the Qwen2.5-Math-PRM paper's Table 5): the accuracy on erroneous items whose final
+answer is correct (`final_answer_correct`, a Solution's `correct`), the errors an answer check cannot see.
+
+Intervals: every metric above, per split and averaged, gets a percentile bootstrap interval (`ci` in
+metrics.json, brackets in the report): `eval.bootstrap` resamples (seeded by `eval.seed` and the split name) of
+the split's items with replacement, each resample's metrics computed exactly as the point values, the
+threshold held fixed. A resample on which a metric is undefined (no erroneous item drawn) is left out.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eval.bootstrap import group_rng, percentile_interval, ratio, resample_counts
 from eval.config import EvalConfig
 from eval.data import StepItem
 from prm.errors import PrmError
@@ -48,25 +59,13 @@ def predict_first_error(scores: Sequence[float], threshold: float) -> int:
     return -1
 
 
-def _harmonic(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None:
-        return None
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
-
-
 def processbench_metrics(labels: Sequence[int], predictions: Sequence[int | None]) -> dict[str, Any]:
     """Accuracy on erroneous items, on correct items, and F1 (their harmonic mean; None when a side is empty)."""
-    err = [(lab, pred) for lab, pred in zip(labels, predictions, strict=True) if lab != -1]
-    cor = [(lab, pred) for lab, pred in zip(labels, predictions, strict=True) if lab == -1]
-    acc_error = sum(p == lab for lab, p in err) / len(err) if err else None
-    acc_correct = sum(p == -1 for _, p in cor) / len(cor) if cor else None
-    return {
-        "n_error": len(err),
-        "n_correct": len(cor),
-        "acc_error": acc_error,
-        "acc_correct": acc_correct,
-        "f1": _harmonic(acc_error, acc_correct),
-    }
+    is_err = np.array([lab != -1 for lab in labels], dtype=bool)
+    hit = np.array([p == lab for lab, p in zip(labels, predictions, strict=True)], dtype=bool)
+    values = _processbench_arrays(is_err, hit, np.ones((1, len(is_err))))
+    return {"n_error": int(is_err.sum()), "n_correct": int((~is_err).sum()),
+            **{key: _scalar(v[0]) for key, v in values.items()}}
 
 
 def _intervals(items: Sequence[StepItem]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,10 +92,7 @@ def threshold_curve(items: Sequence[StepItem]) -> tuple[np.ndarray, np.ndarray]:
     is_err = np.array([it.label != -1 for it in items])
     f1 = np.full(len(cands), np.nan)
     if is_err.any() and (~is_err).any():
-        acc_e = hit[:, is_err].mean(axis=1)
-        acc_c = hit[:, ~is_err].mean(axis=1)
-        denom = acc_e + acc_c
-        f1 = np.where(denom > 0, 2 * acc_e * acc_c / np.where(denom > 0, denom, 1), 0.0)
+        f1 = _harmonic(hit[:, is_err].mean(axis=1), hit[:, ~is_err].mean(axis=1))
     return cands, f1
 
 
@@ -117,11 +113,8 @@ def step_counts(label: int, n_steps: int, predicted_ok: Sequence[bool], after_er
     """PRMBench confusion counts of one solution; positive = a correct step."""
     counts = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
     for k in range(n_steps):
-        if label == -1 or k < label:
-            gold_ok = True
-        elif k == label or after_error == "error":
-            gold_ok = False
-        else:
+        gold_ok = _gold_step(label, k, after_error)
+        if gold_ok is None:
             continue
         pred = bool(predicted_ok[k])
         key = ("tp" if pred else "fn") if gold_ok else ("fp" if pred else "tn")
@@ -129,36 +122,100 @@ def step_counts(label: int, n_steps: int, predicted_ok: Sequence[bool], after_er
     return counts
 
 
+def _gold_step(label: int, k: int, after_error: str) -> bool | None:
+    """Gold class of step k: True (correct), False (erroneous), None (after the first error, excluded)."""
+    if label == -1 or k < label:
+        return True
+    if k == label or after_error == "error":
+        return False
+    return None
+
+
 def step_f1(counts: dict[str, int]) -> dict[str, float | None]:
-    tp, fn, fp, tn = counts["tp"], counts["fn"], counts["fp"], counts["tn"]
-    pos = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None
-    neg = 2 * tn / (2 * tn + fn + fp) if (2 * tn + fn + fp) else None
-    score = None if pos is None or neg is None else (pos + neg) / 2
-    return {"step_f1": pos, "step_negative_f1": neg, "prmscore": score}
+    values = _step_f1_arrays(*(np.array([[counts[k]]], dtype=float) for k in COUNT_KEYS))
+    return {key: _scalar(v[0, 0]) for key, v in values.items()}
 
 
 def step_auc(correct: Sequence[float], erroneous: Sequence[float]) -> float | None:
     """Threshold-free: the chance that a correct step outscores an erroneous one (ties count half)."""
-    if not correct or not erroneous:
-        return None
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([np.asarray(correct, float), np.asarray(erroneous, float)]))
-    n_pos, n_neg = len(correct), len(erroneous)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    scores = np.concatenate([np.asarray(correct, float), np.asarray(erroneous, float)])
+    is_ok = np.arange(len(scores)) < len(correct)
+    return _scalar(_weighted_auc(scores, is_ok, np.ones((1, len(scores))))[0])
 
 
-def _gold_step_scores(items: Sequence[StepItem], after_error: str) -> tuple[list[float], list[float]]:
-    """PRM scores of the labelled steps, split into gold-correct and gold-erroneous (step_counts' rules)."""
-    correct: list[float] = []
-    erroneous: list[float] = []
-    for it in items:
-        for k, score in enumerate(it.step_scores or []):
-            if it.label == -1 or k < it.label:
-                correct.append(score)
-            elif k == it.label or after_error == "error":
-                erroneous.append(score)
-    return correct, erroneous
+# ------------------------------------------------------------------------------------ metrics on resamples
+# Every metric is a function of per-item sums, computed for a matrix of item weights W (B, n): W = ones
+# gives the point estimate, multinomial counts the bootstrap resamples (eval/bootstrap.py).
+
+COUNT_KEYS = ("tp", "fn", "fp", "tn")
+METRIC_KEYS = ("acc_error", "acc_correct", "f1", "acc_error_answer_correct", "step_f1", "step_negative_f1",
+               "prmscore", "step_auc")
+
+
+def _scalar(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _harmonic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2ab / (a + b); 0 when both are 0; NaN when either is undefined."""
+    total = a + b
+    out = np.where(total > 0, 2 * a * b / np.where(total > 0, total, 1.0), 0.0)
+    return np.where(np.isnan(a) | np.isnan(b), np.nan, out)
+
+
+def _processbench_arrays(is_err: np.ndarray, hit: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    acc_error = ratio(w @ (hit & is_err), w @ is_err)
+    acc_correct = ratio(w @ (hit & ~is_err), w @ ~is_err)
+    return {"acc_error": acc_error, "acc_correct": acc_correct, "f1": _harmonic(acc_error, acc_correct)}
+
+
+def _step_f1_arrays(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
+    pos = ratio(2 * tp, 2 * tp + fp + fn)
+    neg = ratio(2 * tn, 2 * tn + fn + fp)
+    return {"step_f1": pos, "step_negative_f1": neg, "prmscore": (pos + neg) / 2}
+
+
+def _weighted_auc(scores: np.ndarray, is_ok: np.ndarray, w: np.ndarray, chunk: int = 2_000_000) -> np.ndarray:
+    """Mann-Whitney AUC of correct over erroneous steps with step weights w (B, S): per resample, the
+    weighted share of (correct, erroneous) pairs where the correct step scores higher, ties counting half."""
+    if not is_ok.any() or is_ok.all():
+        return np.full(w.shape[0], np.nan)
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one group per distinct score
+    ok = is_ok[order]
+    out = np.empty(w.shape[0])
+    rows = max(1, chunk // max(len(s), 1))
+    for b in range(0, w.shape[0], rows):  # chunks bound the (B, S) temporaries
+        ws = w[b:b + rows][:, order]
+        c = np.add.reduceat(ws * ok, starts, axis=1)
+        e = np.add.reduceat(ws * ~ok, starts, axis=1)
+        below = np.cumsum(e, axis=1) - e
+        out[b:b + rows] = ratio((c * (below + 0.5 * e)).sum(axis=1), c.sum(axis=1) * e.sum(axis=1))
+    return out
+
+
+@dataclass
+class ItemTable:
+    """Per-item facts of one predictor on one split, from which every metric is a weighted sum."""
+
+    is_err: np.ndarray  # (n,) gold has an error
+    hit: np.ndarray  # (n,) predicted first error == gold
+    answer_ok: np.ndarray  # (n,) final answer correct
+    counts: np.ndarray  # (n, 4) PRMBench step counts tp, fn, fp, tn (zeros without a prediction)
+    step_item: np.ndarray  # (S,) item index of each gold-labelled step (PRM only; empty otherwise)
+    step_scores: np.ndarray  # (S,) its score
+    step_ok: np.ndarray  # (S,) its gold class
+
+    def metrics(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric for item weights w (B, n), each a (B,) array, NaN where undefined."""
+        out = _processbench_arrays(self.is_err, self.hit, w)
+        flawed = self.is_err & self.answer_ok  # Qwen PRM paper, Table 5: errors a final-answer check misses
+        out["acc_error_answer_correct"] = ratio(w @ (self.hit & flawed), w @ flawed)
+        out.update(_step_f1_arrays(*(w @ self.counts).T))
+        out["step_auc"] = (_weighted_auc(self.step_scores, self.step_ok, w[:, self.step_item])
+                           if len(self.step_item) else np.full(w.shape[0], np.nan))
+        return out
 
 
 def _first_error_to_steps(pred: int, n_steps: int) -> list[bool]:
@@ -170,41 +227,81 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _item_table(group: Sequence[StepItem], source: str, threshold: float | None,
+                after_error: str) -> tuple[ItemTable, int]:
+    """The split's ItemTable for one predictor and the number of items without a usable prediction."""
+    hit, counts, unusable = [], [], 0
+    step_item, step_scores, step_ok = [], [], []
+    for i, it in enumerate(group):
+        if source == "prm":
+            assert it.step_scores is not None and threshold is not None
+            pred: int | None = predict_first_error(it.step_scores, threshold)
+            ok = [s >= threshold for s in it.step_scores]
+            for k, score in enumerate(it.step_scores):
+                gold = _gold_step(it.label, k, after_error)
+                if gold is not None:
+                    step_item.append(i)
+                    step_scores.append(score)
+                    step_ok.append(gold)
+        else:
+            pred = it.predicted.get(source)
+            ok = None if pred is None else _first_error_to_steps(pred, len(it.steps))
+        hit.append(pred == it.label)
+        if ok is None:
+            unusable += 1
+            counts.append([0, 0, 0, 0])
+        else:
+            c = step_counts(it.label, len(it.steps), ok, after_error)
+            counts.append([c[k] for k in COUNT_KEYS])
+    table = ItemTable(
+        is_err=np.array([it.label != -1 for it in group], dtype=bool), hit=np.array(hit, dtype=bool),
+        answer_ok=np.array([it.final_answer_correct for it in group], dtype=bool),
+        counts=np.array(counts, dtype=float).reshape(-1, 4), step_item=np.array(step_item, dtype=int),
+        step_scores=np.array(step_scores, dtype=float), step_ok=np.array(step_ok, dtype=bool))
+    return table, unusable
+
+
 def evaluate_source(items: Sequence[StepItem], source: str, threshold: float | None,
-                    after_error: str) -> dict[str, Any]:
-    """Metrics of one predictor ('prm', 'judge' or 'predicted') per split and averaged."""
+                    after_error: str, cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Metrics of one predictor ('prm', 'judge' or 'predicted') per split and averaged over splits, each with
+    a percentile bootstrap interval (`ci`: [low, high]) when cfg.bootstrap > 0: items are resampled within
+    each split (seeded per split name), the same resamples give the split's and the average's intervals."""
+    cfg = cfg or EvalConfig(bootstrap=0)
     by_split: dict[str, list[StepItem]] = {}
     for it in items:
         by_split.setdefault(it.split, []).append(it)
     splits: dict[str, Any] = {}
+    resampled: dict[str, dict[str, np.ndarray]] = {}
     for name, group in by_split.items():
-        preds: list[int | None] = []
-        counts = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
-        unusable = 0
-        for it in group:
-            if source == "prm":
-                assert it.step_scores is not None and threshold is not None
-                pred: int | None = predict_first_error(it.step_scores, threshold)
-                ok = [s >= threshold for s in it.step_scores]
-            else:
-                pred = it.predicted.get(source)
-                ok = None if pred is None else _first_error_to_steps(pred, len(it.steps))
-            preds.append(pred)
-            if ok is None:
-                unusable += 1
-                continue
-            for key, v in step_counts(it.label, len(it.steps), ok, after_error).items():
-                counts[key] += v
-        row = processbench_metrics([it.label for it in group], preds)
-        row.update(step_f1(counts))
-        row["step_auc"] = step_auc(*_gold_step_scores(group, after_error)) if source == "prm" else None
-        row["step_counts"] = counts
+        table, unusable = _item_table(group, source, threshold, after_error)
+        point = table.metrics(np.ones((1, len(group))))
+        row: dict[str, Any] = {"n_error": int(table.is_err.sum()), "n_correct": int((~table.is_err).sum()),
+                               "n_error_answer_correct": int((table.is_err & table.answer_ok).sum())}
+        row.update({key: _scalar(point[key][0]) for key in METRIC_KEYS})
+        row["step_counts"] = dict(zip(COUNT_KEYS, (int(v) for v in table.counts.sum(axis=0)), strict=True))
         row["no_prediction"] = unusable
+        if cfg.bootstrap > 0:
+            resampled[name] = table.metrics(resample_counts(len(group), cfg.bootstrap, group_rng(cfg.seed, name)))
+            row["ci"] = _intervals_of(row, resampled[name], cfg.confidence)
         splits[name] = row
-    keys = ("acc_error", "acc_correct", "f1", "step_f1", "step_negative_f1", "prmscore", "step_auc")
-    average = {key: _mean([r[key] for r in splits.values()]) for key in keys}
+    average: dict[str, Any] = {key: _mean([r[key] for r in splits.values()]) for key in METRIC_KEYS}
     average["splits_without_f1"] = [name for name, r in splits.items() if r["f1"] is None]
+    if cfg.bootstrap > 0:
+        # The average over the splits where the point value is defined, per resample.
+        mean_of = {key: np.mean([resampled[n][key] for n, r in splits.items() if r[key] is not None]
+                                or [np.full(cfg.bootstrap, np.nan)], axis=0) for key in METRIC_KEYS}
+        average["ci"] = _intervals_of(average, mean_of, cfg.confidence)
     return {"splits": splits, "average": average}
+
+
+def _intervals_of(point: dict[str, Any], samples: dict[str, np.ndarray],
+                  confidence: float) -> dict[str, list[float] | None]:
+    """[low, high] per metric; None where the point value is undefined."""
+    out: dict[str, list[float] | None] = {}
+    for key in METRIC_KEYS:
+        low, high = percentile_interval(samples[key], confidence)
+        out[key] = None if point[key] is None or math.isnan(low) else [float(low), float(high)]
+    return out
 
 
 def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | None = None,
@@ -214,7 +311,9 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
         raise PrmError("no step-error items in the input")
     fit_on = fit_on if fit_on is not None else cfg.fit_on
     threshold = cfg.threshold if threshold is None else threshold
-    out: dict[str, Any] = {"kind": "steps", "items": len(items), "after_error": cfg.after_error, "sources": {}}
+    out: dict[str, Any] = {"kind": "steps", "items": len(items), "after_error": cfg.after_error, "sources": {},
+                           "bootstrap": {"resamples": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.seed,
+                                         "method": "percentile", "over": "items, resampled within each split"}}
     scored = [it for it in items if it.step_scores is not None]
     split_names = sorted({it.split for it in items})
     if scored:
@@ -231,14 +330,14 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
             cands, curve = threshold_curve(fit_items)
             fit_info = {"split": fit_on, "f1": best_f1,
                         "curve": {"thresholds": cands.tolist(), "f1": curve.tolist()}}
-        result = evaluate_source(items, "prm", threshold, cfg.after_error)
+        result = evaluate_source(items, "prm", threshold, cfg.after_error, cfg)
         result["threshold"] = threshold
         result["fitted"] = fit_info
         out["sources"]["prm"] = result
     for source in ("judge", "predicted"):
         have = [it for it in items if source in it.predicted]
         if have:
-            result = evaluate_source(have, source, None, cfg.after_error)
+            result = evaluate_source(have, source, None, cfg.after_error, cfg)
             result["items_with_prediction"] = len(have)
             out["sources"][source] = result
     if fit_on is not None and not scored:
@@ -249,7 +348,7 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
     out["splits"] = split_names
     headline: dict[str, float | None] = {}
     for source, res in out["sources"].items():
-        for key in ("f1", "acc_error", "acc_correct", "prmscore", "step_auc"):
+        for key in ("f1", "acc_error", "acc_correct", "acc_error_answer_correct", "prmscore", "step_auc"):
             headline[f"{source}.{key}"] = res["average"][key]
         for split, row in res["splits"].items():
             headline[f"{source}.f1.{split}"] = row["f1"]
@@ -259,7 +358,7 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
 
 def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: str | Path, cfg: EvalConfig,
                        sources: Sequence[str]) -> Path:
-    from eval.report import Report, heatmap_figure, histogram_figure, md_table, pct
+    from eval.report import Report, heatmap_figure, histogram_figure, md_table, pct, pct_ci
 
     metrics["inputs"] = list(sources)
     report = Report(out_dir, "Step-error evaluation (ProcessBench, PRMBench-style)")
@@ -268,9 +367,23 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
                "ProcessBench: accuracy on erroneous items (first error found exactly), on correct items "
                "(no error flagged), F1 = harmonic mean (— when a side is empty). PRMBench: step F1 "
                "(correct steps positive), negative F1 (erroneous steps positive), PRMScore = their mean; "
-               f"steps after the gold first error: {'excluded' if cfg.after_error == 'exclude' else 'erroneous'}.")
-    headers = ["split", "erroneous", "correct", "acc. erroneous", "acc. correct", "F1", "step F1",
-               "step neg. F1", "PRMScore", "step AUC", "no prediction"]
+               f"steps after the gold first error: {'excluded' if cfg.after_error == 'exclude' else 'erroneous'}. "
+               "\"Erroneous, answer right\": erroneous items whose final answer is correct (the Qwen PRM paper's "
+               "extracted ProcessBench, Table 5), and the accuracy on them."
+               + (f" In brackets: {100 * cfg.confidence:g}% percentile bootstrap intervals ({cfg.bootstrap} "
+                  f"resamples of the items within each split, seed {cfg.seed}; the threshold held fixed)."
+                  if cfg.bootstrap > 0 else ""))
+    headers = ["split", "erroneous", "correct", "acc. erroneous", "acc. correct", "F1",
+               "erroneous, answer right", "acc. on them", "step F1", "step neg. F1", "PRMScore", "step AUC",
+               "no prediction"]
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        ci = r.get("ci") or {}
+        return [pct_ci(r["acc_error"], ci.get("acc_error")), pct_ci(r["acc_correct"], ci.get("acc_correct")),
+                pct_ci(r["f1"], ci.get("f1")), str(r.get("n_error_answer_correct", "")),
+                pct_ci(r["acc_error_answer_correct"], ci.get("acc_error_answer_correct"))] + \
+               [pct_ci(r[k], ci.get(k)) for k in ("step_f1", "step_negative_f1", "prmscore", "step_auc")]
+
     for source, res in metrics["sources"].items():
         title = {"prm": "PRM", "judge": "LLM judge", "predicted": "predicted_first_error"}[source]
         report.heading(title)
@@ -281,14 +394,10 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
                            f"(F1 {pct(fitted['f1'])}) and reused on all splits.")
             else:
                 report.add(f"Fixed threshold {res['threshold']:.4f}.")
-        rows = [[name, r["n_error"], r["n_correct"], pct(r["acc_error"]), pct(r["acc_correct"]), pct(r["f1"]),
-                 pct(r["step_f1"]), pct(r["step_negative_f1"]), pct(r["prmscore"]), pct(r["step_auc"]),
-                 r["no_prediction"]]
+        rows = [[name, r["n_error"], r["n_correct"], *cells(r), r["no_prediction"]]
                 for name, r in res["splits"].items()]
-        avg = res["average"]
-        rows.append(["**average**", "", "", pct(avg["acc_error"]), pct(avg["acc_correct"]), pct(avg["f1"]),
-                     pct(avg["step_f1"]), pct(avg["step_negative_f1"]), pct(avg["prmscore"]),
-                     pct(avg["step_auc"]), ""])
+        avg = dict(res["average"], n_error_answer_correct="")
+        rows.append(["**average**", "", "", *cells(avg), ""])
         report.add(md_table(headers, rows))
         if source == "prm" and res["fitted"]:
             import matplotlib

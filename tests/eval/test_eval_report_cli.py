@@ -56,6 +56,15 @@ def test_every_command_writes_a_linked_report(tmp_path, capsys):
     assert set(check_report(out / "bon")) >= {"bon_curves.png", "step_heatmap.png", "lowest_step_hist.png"}
     assert main(["eval", "steps", "-i", gsm, "-i", math_, "-o", str(out / "steps"), "--fit-on", "gsm8k"]) == 0
     assert set(check_report(out / "steps")) >= {"first_error_hist.png", "step_heatmap.png", "threshold_fit.png"}
+    steps = json.loads((out / "steps" / "metrics.json").read_text())
+    low, high = steps["sources"]["prm"]["average"]["ci"]["f1"]
+    assert low <= steps["sources"]["prm"]["average"]["f1"] <= high and steps["bootstrap"]["resamples"] == 1000
+    assert main(["eval", "steps", "-i", gsm, "-o", str(out / "steps90"), "--threshold", "0.5", "--bootstrap", "50",
+                 "--confidence", "0.9", "--seed", "2"]) == 0
+    steps = json.loads((out / "steps90" / "metrics.json").read_text())
+    assert steps["bootstrap"] == {"resamples": 50, "confidence": 0.9, "seed": 2, "method": "percentile",
+                                  "over": "items, resampled within each split"}
+    assert "90% percentile bootstrap" in (out / "steps90" / "report.md").read_text()
     assert main(["eval", "rewardmath", "-i", bon, "-o", str(out / "rm"), "--aggregations", "min,last"]) == 0
     assert "rank_hist.png" in check_report(out / "rm")
     assert main(["eval", "pairwise", "-i", bon, "-o", str(out / "pw")]) == 0

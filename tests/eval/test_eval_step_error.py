@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from eval.config import EvalConfig
@@ -169,3 +170,105 @@ def test_predicted_first_error_field(tmp_path):
         rows[1]["judge"] = {"first_error": bad}
         with pytest.raises(InputError, match="p.jsonl:2: field 'judge.first_error'"):
             load_step_items(write(tmp_path / "p.jsonl", rows))
+
+
+# ------------------------------------------------------------------------------ extracted ProcessBench, intervals
+
+def test_extracted_processbench_accuracy_on_erroneous_items_with_a_right_answer(tmp_path):
+    # threshold 0.5: a and b are erroneous with a right final answer (a found, b missed); c is erroneous with a
+    # wrong answer (found); d is correct. Judge: a missed, b found.
+    rows = [item("a", 1, [0.9, 0.2], final_answer_correct=True, judge={"first_error": -1}),
+            item("b", 0, [0.8, 0.9], final_answer_correct=True, judge={"first_error": 0}),
+            item("c", 0, [0.1], judge={"first_error": 0}), item("d", -1, [0.9], judge={"first_error": -1})]
+    res = evaluate_steps(load_step_items(write(tmp_path / "x.jsonl", rows)), EvalConfig(bootstrap=0))
+    prm, judge = res["sources"]["prm"]["splits"]["x"], res["sources"]["judge"]["splits"]["x"]
+    assert prm["n_error_answer_correct"] == 2 and prm["acc_error_answer_correct"] == 0.5
+    assert prm["acc_error"] == pytest.approx(2 / 3)
+    assert judge["acc_error_answer_correct"] == 0.5 and judge["acc_error"] == pytest.approx(2 / 3)
+    assert res["headline"]["prm.acc_error_answer_correct"] == 0.5
+    # Solution records: the final answer's correctness is their `correct`
+    sols = [{"id": "s", "problem_id": "p", "problem": "q", "answer": "1", "steps": ["a", "b"], "final_answer": "1",
+             "correct": True, "generator": "g", "true_first_error": 0, "step_scores": [0.2, 0.9]}]
+    items = load_step_items(write(tmp_path / "sol.jsonl", sols))
+    assert items[0].final_answer_correct is True
+    row = evaluate_steps(items, EvalConfig(bootstrap=0))["sources"]["prm"]["splits"]["sol"]
+    assert (row["n_error_answer_correct"], row["acc_error_answer_correct"]) == (1, 1.0)
+
+
+def random_items(tmp_path, n, seed=0, name="r"):
+    """n items with an error in 60% of them; scores drop at the error with noise, so no metric is 0 or 1."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        steps = int(rng.integers(2, 6))
+        label = int(rng.integers(0, steps)) if rng.random() < 0.6 else -1
+        scores = [float(np.clip(rng.normal(0.4 if label != -1 and k >= label else 0.65, 0.25), 0, 1))
+                  for k in range(steps)]
+        rows.append(item(f"{name}{i}", label, scores, final_answer_correct=bool(rng.random() < 0.3),
+                         predicted_first_error=label if rng.random() < 0.5 else (0 if label == -1 else -1)))
+    return load_step_items(write(tmp_path / f"{name}.jsonl", rows))
+
+
+def test_bootstrap_intervals_contain_the_point_shrink_with_items_and_are_seeded(tmp_path):
+    keys = ("acc_error", "acc_correct", "f1", "acc_error_answer_correct", "step_f1", "step_negative_f1",
+            "prmscore", "step_auc")
+    cfg = EvalConfig(bootstrap=400, seed=3)
+    small = evaluate_steps(random_items(tmp_path, 60, name="small"), cfg)
+    large = evaluate_steps(random_items(tmp_path, 960, name="large"), cfg)
+    for res in (small, large):
+        for source in ("prm", "predicted"):
+            for row in (*res["sources"][source]["splits"].values(), res["sources"][source]["average"]):
+                for key in keys:
+                    if source == "predicted" and key == "step_auc":
+                        assert row[key] is None and row["ci"][key] is None
+                        continue
+                    low, high = row["ci"][key]
+                    assert low <= row[key] <= high, (source, key)
+    for source in ("prm", "predicted"):
+        s, big = small["sources"][source]["average"]["ci"], large["sources"][source]["average"]["ci"]
+        for key in keys:
+            if s[key] is not None:
+                assert big[key][1] - big[key][0] < 0.6 * (s[key][1] - s[key][0]), (source, key)
+    again = evaluate_steps(random_items(tmp_path, 60, name="small"), cfg)
+    assert again["sources"] == small["sources"]
+    other = evaluate_steps(random_items(tmp_path, 60, name="small"), EvalConfig(bootstrap=400, seed=4))
+    assert other["sources"]["prm"]["average"]["ci"] != small["sources"]["prm"]["average"]["ci"]
+    assert small["bootstrap"] == {"resamples": 400, "confidence": 0.95, "seed": 3, "method": "percentile",
+                                  "over": "items, resampled within each split"}
+    assert "ci" not in evaluate_steps(random_items(tmp_path, 60, name="small"),
+                                      EvalConfig(bootstrap=0))["sources"]["prm"]["average"]
+
+
+def test_bootstrap_by_hand(tmp_path):
+    # Two erroneous items, one found: a resample draws the found one 0, 1 or 2 times (1/4, 1/2, 1/4), so
+    # acc_error is 0, 0.5 or 1: the 95% interval is [0, 1], the 40% one (quantiles 0.3, 0.7) is [0.5, 0.5].
+    rows = [item("a", 0, [0.1]), item("b", 0, [0.9])]
+    items = load_step_items(write(tmp_path / "h.jsonl", rows))
+    row = evaluate_steps(items, EvalConfig(bootstrap=4000))["sources"]["prm"]["splits"]["h"]
+    assert row["acc_error"] == 0.5 and row["ci"]["acc_error"] == [0.0, 1.0]
+    row = evaluate_steps(items, EvalConfig(bootstrap=4000, confidence=0.4))["sources"]["prm"]["splits"]["h"]
+    assert row["ci"]["acc_error"] == [0.5, 0.5]
+    # 400 correct items, half flagged: acc_correct's interval is the binomial one, 0.5 +- 1.96 * sqrt(.25 / 400)
+    rows = [item(f"x{i}", -1, [0.9 if i % 2 else 0.1]) for i in range(400)]
+    row = evaluate_steps(load_step_items(write(tmp_path / "b.jsonl", rows)),
+                         EvalConfig(bootstrap=4000))["sources"]["prm"]["splits"]["b"]
+    half = 1.96 * (0.25 / 400) ** 0.5
+    assert row["ci"]["acc_correct"] == pytest.approx([0.5 - half, 0.5 + half], abs=0.006)
+
+
+def test_resample_weights_equal_duplicated_items(tmp_path):
+    """A resample's metrics (items weighted by how often they are drawn) equal the point metrics of the
+    resample written out item by item, AUC and pooled step counts included."""
+    from eval.step_error import _item_table
+
+    items = random_items(tmp_path, 30, seed=5)
+    counts = np.random.default_rng(0).multinomial(30, np.full(30, 1 / 30), size=3)
+    for after_error in ("exclude", "error"):
+        table, _ = _item_table(items, "prm", 0.5, after_error)
+        weighted = table.metrics(counts.astype(float))
+        for b in range(3):
+            dup = [it for it, c in zip(items, counts[b], strict=True) for _ in range(c)]
+            direct, _ = _item_table(dup, "prm", 0.5, after_error)
+            point = direct.metrics(np.ones((1, len(dup))))
+            for key, v in weighted.items():
+                assert v[b] == pytest.approx(point[key][0], nan_ok=True), key
