@@ -3,6 +3,7 @@
     prm annotate judge --config configs/FILE.yaml -i solutions.jsonl -o judged.jsonl [--shard I/N] [key=value ...]
     prm annotate judge -i solutions.jsonl -o judged.jsonl generator.model=Qwen/Qwen2.5-7B-Instruct votes=5 temperature=0.7
     prm annotate judge -i solutions.jsonl -o judged.jsonl template=paper     # the Qwen PRM paper's Appendix C prompt
+    prm annotate judge -i testbed.jsonl -o judged.jsonl backend=simulated simulated.accuracy_erroneous=0.7
     prm annotate judge -i solutions.jsonl -o judged.jsonl generator.backend=openai \\
         generator.base_url=http://judge-host:8000/v1 generator.model=Qwen/Qwen2.5-72B-Instruct
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from data_synthesis.judge_templates import JUDGE_TEMPLATES, JudgeTemplate
+from data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
 from prm.config import option
 from prm.errors import ConfigError
 from prm.generation import (
@@ -54,6 +56,10 @@ class JudgeConfig:
     """Section `judge:` of a config file."""
 
     generator: GeneratorConfig = option(default_factory=GeneratorConfig, help="the judge model and its backend")
+    backend: Literal["generator", "simulated"] = option(
+        "generator", help="generator: the model in `generator.*`; simulated: the testbed's judge of known accuracy")
+    simulated: SimulatedJudgeConfig = option(default_factory=SimulatedJudgeConfig,
+                                             help="the simulated judge (data_synthesis/simulated_judge.py)")
     votes: int = option(1, help="judge samples per solution (majority vote); > 1 needs temperature > 0")
     max_new_tokens: int = option(1024, help="longest judge reply, in tokens")
     temperature: float = option(0.0, help="sampling temperature (0 = greedy)")
@@ -89,6 +95,8 @@ class JudgeConfig:
             raise ConfigError("judge: no input file (give -i solutions.jsonl or input=...)")
         if not self.output:
             raise ConfigError("judge: no output file (give -o judged.jsonl or output=...)")
+        if self.backend == "simulated":
+            self.simulated.check()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -204,6 +212,8 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     check_sampling(cfg.sampling())
     solutions = load_records(cfg.input, Solution, require_records=True)  # validated whole before anything is written
     check_unique_ids(solutions, str(cfg.input))
+    if cfg.backend == "simulated" and generator is None:  # built from the whole file: shards draw alike
+        generator = SimulatedJudge(cfg.simulated, solutions, lambda s: build_judge_prompt(cfg, s), str(cfg.input))
     output = Path(cfg.output)  # type: ignore[arg-type]
     if shard is not None:
         solutions = [s for s in solutions if in_shard(s.id, *shard)]

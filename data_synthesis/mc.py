@@ -2,6 +2,7 @@
 
     prm annotate mc --config configs/FILE.yaml -i solutions.jsonl -o mc.jsonl [--shard I/N] [key=value ...]
     prm annotate mc -i testbed.jsonl -o mc.jsonl backend=simulated mode=exhaustive k=8 simulated.noise=0.1
+    prm annotate mc -i testbed.jsonl -o mc.jsonl backend=simulated simulated.false_negative=0.1 simulated.false_positive=0.2
 
 A rollout prompt is the policy's chat prompt for the problem (the same system prompt and template as
 `prm sample`, rendered with the model's chat template), then the steps 0..j of the solution joined with
@@ -90,8 +91,7 @@ class MCConfig:
         for name in ("max_new_tokens", "batch_prompts", "window", "grade_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"mc.{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.simulated.noise <= 1.0:
-            raise ConfigError(f"mc.simulated.noise must be in [0, 1], got {self.simulated.noise}")
+        self.simulated.check("mc.simulated")
         check_sampling(self.sampling())  # temperature, top_p: checked even when the simulated backend ignores them
 
     def sampling(self) -> SamplingConfig:
@@ -430,7 +430,9 @@ def build_generator(cfg: MCConfig, solutions: Sequence[Solution], policy: Any = 
     if cfg.backend == "simulated":
         prompts = PromptBuilder(policy, cfg.step_separator)
         gen = SimulatedCompleter.for_solutions(solutions, prompts.rollout_prompt, noise=cfg.simulated.noise,
-                                               seed=cfg.simulated.seed, delay=cfg.simulated.delay)
+                                               seed=cfg.simulated.seed, delay=cfg.simulated.delay,
+                                               false_negative=cfg.simulated.false_negative,
+                                               false_positive=cfg.simulated.false_positive)
         return gen, prompts
     from prm.generation import make_generator, render_chat
 
@@ -514,7 +516,9 @@ def run_mc(args: argparse.Namespace) -> int:
     report = mc_report(records)
     report.update({
         "mode": cfg.mode, "k": cfg.k, "backend": cfg.backend,
-        "model": cfg.generator.model if cfg.backend == "generator" else f"simulated(noise={cfg.simulated.noise})",
+        "model": cfg.generator.model if cfg.backend == "generator" else (
+            f"simulated(noise={cfg.simulated.noise}, false_negative={cfg.simulated.false_negative}, "
+            f"false_positive={cfg.simulated.false_positive})"),
         "output": str(output), "this_run": {
             "labeled": len(todo), "wall_s": round(elapsed, 3),
             "s_per_labeled_solution": round(elapsed / len(todo), 4) if todo else None,
