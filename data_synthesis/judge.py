@@ -213,7 +213,8 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     solutions = load_records(cfg.input, Solution, require_records=True)  # validated whole before anything is written
     check_unique_ids(solutions, str(cfg.input))
     if cfg.backend == "simulated" and generator is None:  # built from the whole file: shards draw alike
-        generator = SimulatedJudge(cfg.simulated, solutions, lambda s: build_judge_prompt(cfg, s), str(cfg.input))
+        generator = SimulatedJudge(cfg.simulated, solutions, lambda s: build_judge_prompt(cfg, s), str(cfg.input),
+                                   cfg.template)
     output = Path(cfg.output)  # type: ignore[arg-type]
     if shard is not None:
         solutions = [s for s in solutions if in_shard(s.id, *shard)]

@@ -85,13 +85,17 @@ def error_given_mc(p: float, q: float, rho: float) -> tuple[float, float]:
 class SimulatedJudge:
     """A `Generator` answering judge prompts of registered testbed solutions (see the module docstring)."""
 
-    def __init__(self, cfg: SimulatedJudgeConfig, solutions: Sequence[Solution], prompt_for, path: str = ""):
+    def __init__(self, cfg: SimulatedJudgeConfig, solutions: Sequence[Solution], prompt_for, path: str = "",
+                 template: str = "processbench"):
         """`solutions`: the whole input file (its MC error rates set the coupling); `prompt_for(solution)`:
-        the judge prompt that solution gets. Raises InputError (file, line, field) on unusable records."""
+        the judge prompt that solution gets; `template`: the judge protocol the replies follow. Raises
+        InputError (file, line, field) on unusable records."""
+        from data_synthesis.judge_templates import JUDGE_TEMPLATES
         from prm.jsonl import record_lines
 
         cfg.check()
         self.cfg = cfg
+        self.template = JUDGE_TEMPLATES[template]
         self.name = f"simulated-judge(seed={cfg.seed})"
         lines = None
         for index, s in enumerate(solutions):
@@ -147,6 +151,16 @@ class SimulatedJudge:
             return truth + 1 + int(second * (n - 1 - truth)), kind
         return -1, kind
 
+    def reply(self, value: int, n_steps: int) -> str:
+        """A reply in the template's protocol that its parser reads as `value` (its verdict ending, after
+        the analyses of the paragraphs before it where the protocol wants one per paragraph)."""
+        ending = next(text for text, v in self.template.verdicts(n_steps).items() if v == value)
+        last = n_steps if value == -1 else value + 1  # paragraphs analysed, numbered from 1
+        if "</analysis_" in ending:
+            ending = "".join(f"<analysis_{i}>\nchecked\n</analysis_{i}>\n\n" for i in range(1, last)) + \
+                f"<analysis_{last}>\nchecked\n" + ending
+        return ending
+
     def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
         out = []
         for prompt in prompts:
@@ -156,8 +170,8 @@ class SimulatedJudge:
             replies = []
             for vote in range(sampling.n):
                 value, kind = self.verdict(solution, vote)
-                text = (f"[simulated judge: {kind}] I cannot decide." if value is None
-                        else f"[simulated judge: {kind}] The earliest wrong paragraph is \\boxed{{{value}}}.")
+                text = f"[simulated judge: {kind}]\n" + ("I cannot decide." if value is None
+                                                         else self.reply(value, len(solution.steps)))
                 replies.append(Completion(text=text, tokens=len(text.split()), finish_reason="stop"))
             out.append(replies)
         return out

@@ -224,3 +224,14 @@ def test_simulated_judge_bad_knobs_stop_with_one_line(tmp_path, testbed, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("template", ["processbench", "paper"])
+def test_simulated_judge_replies_parse_in_every_protocol(template):
+    from data_synthesis.judge_templates import JUDGE_TEMPLATES
+    from data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
+
+    judge = SimulatedJudge(SimulatedJudgeConfig(), [], lambda s: "", "", template)
+    for n in (1, 4):
+        for value in range(-1, n):
+            assert JUDGE_TEMPLATES[template].parse(judge.reply(value, n), n) == (value, "parsed")
