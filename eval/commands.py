@@ -2,8 +2,8 @@
 
     prm eval bon -i scored_bon.jsonl -o reports/bon [--max-n 64] [--subsets 200] [--seed 0] [--model PATH]
     prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k] [--bootstrap 1000]
-    prm eval rewardmath -i rewardmath.jsonl -o reports/rewardmath [--model PATH]
-    prm eval pairwise -i pairs.jsonl -o reports/pairwise [--model PATH]
+    prm eval rewardmath -i rewardmath.jsonl -o reports/rewardmath [--model PATH]   (prm data convert --from rewardmath)
+    prm eval pairwise -i rewardbench.jsonl -o reports/pairwise [--model PATH]      (prm data convert --from rewardbench)
     prm eval compare -o reports/cmp --runs a=reports/a b=reports/b c=reports/c
 
 Every command takes `--config FILE.yaml` (its `eval:` section) and `key=value` overrides (before `--runs`);
@@ -99,14 +99,15 @@ def _cmd_rewardmath(args: argparse.Namespace) -> int:
 
 
 def _cmd_pairwise(args: argparse.Namespace) -> int:
-    from eval.rewardmath import evaluate_pairwise, write_pairwise_report
+    from eval.pairwise import evaluate_pairwise, write_pairwise_report
 
     cfg = _config(args)
     pools = _pools(args.input, cfg, args.model)
     metrics = evaluate_pairwise(pools, cfg)
     path = write_pairwise_report(metrics, args.output, args.input)
     for agg, r in metrics["aggregations"].items():
-        print(f"{agg}: accuracy {r['accuracy']:.4f} over {r['pairs']} pairs ({r['ties']} ties)")
+        sections = "".join(f", {name} {v:.4f}" for name, v in r.get("sections", {}).items())
+        print(f"{agg}: accuracy {r['accuracy']:.4f} over {r['pairs']} pairs ({r['ties']} ties){sections}")
     print(f"report: {path}")
     return 0
 
@@ -170,7 +171,8 @@ def add_eval_group(sub: argparse._SubParsersAction) -> None:
     _common(rm)
     rm.set_defaults(func=_cmd_rewardmath)
 
-    pw = eval_sub.add_parser("pairwise", help="RewardBench-style chosen vs rejected accuracy (ties are wrong)")
+    pw = eval_sub.add_parser("pairwise", help="RewardBench-style chosen vs rejected accuracy (ties are wrong), "
+                                              "per subset, with RewardBench's section scores")
     pw.add_argument("-i", "--input", required=True, help="items with correct (chosen) and incorrect (rejected)")
     _common(pw)
     pw.set_defaults(func=_cmd_pairwise)

@@ -1,21 +1,23 @@
-"""One-to-many (RewardMATH) and pairwise (RewardBench) reward-model accuracy from step scores.
+"""One-to-many (RewardMATH) reward-model accuracy and MRR from step scores.
 
-    prm eval rewardmath -i rewardmath_scored.jsonl -o reports/rewardmath [--model PATH]
-    prm eval pairwise -i pairs_scored.jsonl -o reports/pairwise [--model PATH]
+    prm data convert RewardMATH_direct.json rewardmath.jsonl --from rewardmath     # the official benchmark file
+    prm eval rewardmath -i rewardmath.jsonl -o reports/rewardmath --model PATH
+    prm eval rewardmath -i scored_bon.jsonl -o reports/rewardmath                  # our own BoN pool (see below)
 
 Input: BoN-style items (or Solution records grouped by problem_id) whose candidates carry `correct` flags and
 `step_scores`; the solution score is each aggregation of the step scores (min, product, ...).
 
-RewardMATH (Kim et al. 2024), scored per problem as its reference code does: a hit when every correct solution
-scores strictly above every incorrect one (min correct > max incorrect); MRR = mean over problems of 1/rank
-of the best correct solution, rank = 1 + the number of incorrect solutions scoring at least as high (a tie
-ranks it below). The benchmark has one correct solution a problem; pools with several (e.g. Best-of-N
-samples) are scored the same way, and the random baseline accounts for them. Problems without a correct or
-without an incorrect solution are skipped and counted.
+RewardMATH (Kim et al. 2024), scored per problem as its reference code does (`RewardMATHEvaluation` in
+`kimsh0507/RewardMATH_official`, `src/evaluation/eval.py`): a hit when every correct solution scores strictly
+above every incorrect one (min correct > max incorrect); MRR = mean over problems of 1/rank of the best correct
+solution, rank = 1 + the number of incorrect solutions scoring at least as high (its sort puts a tied incorrect
+solution first). Its `prod` aggregation is our `product`, `geometric_mean` our `geomean`.
 
-RewardBench pairwise: chosen (correct) against rejected (incorrect); a pair is right only when chosen scores
-strictly higher, so ties count as wrong (RewardBench compares with `>`). With several solutions per item every
-(correct, incorrect) pair counts once; accuracy is over all pairs.
+The benchmark has one correct solution against nine incorrect ones a problem, written by several models. Run
+on our own Best-of-N pool instead, the same metrics measure something else: the solutions are the same
+policy's samples that the Best-of-N evaluation ranks, so the result is not independent of the Best-of-N one;
+pools with several correct solutions are scored the same way and the random baseline accounts for them.
+Problems without a correct or without an incorrect solution are skipped and counted.
 """
 
 from __future__ import annotations
@@ -92,37 +94,6 @@ def evaluate_rewardmath(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
     }
 
 
-def evaluate_pairwise(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    items = [p for p in pools if any(p.correct) and not all(p.correct)]
-    if not items:
-        raise PrmError("no item has both a chosen (correct) and a rejected (incorrect) solution")
-    for agg in cfg.aggregations:
-        right = wrong = ties = 0
-        for pool in items:
-            scores = _solution_scores(pool, agg)
-            chosen = [s for s, ok in zip(scores, pool.correct, strict=True) if ok]
-            rejected = [s for s, ok in zip(scores, pool.correct, strict=True) if not ok]
-            for c in chosen:
-                for r in rejected:
-                    if c > r:
-                        right += 1
-                    else:
-                        wrong += 1
-                        ties += c == r
-        total = right + wrong
-        results[agg] = {"accuracy": right / total, "pairs": total, "ties": ties,
-                        "accuracy_ties_half": (right + 0.5 * ties) / total}
-    return {
-        "kind": "pairwise",
-        "items": len(items),
-        "skipped_items": [p.problem_id for p in pools if all(p.correct) or not any(p.correct)],
-        "ties": "count as wrong (accuracy); accuracy_ties_half gives half credit for reference",
-        "aggregations": results,
-        "headline": {f"{agg}.accuracy": r["accuracy"] for agg, r in results.items()},
-    }
-
-
 def write_rewardmath_report(metrics: dict[str, Any], pools: list[Pool], out_dir: str | Path, cfg: EvalConfig,
                             source: str) -> Path:
     import numpy as np
@@ -162,30 +133,4 @@ def write_rewardmath_report(metrics: dict[str, Any], pools: list[Pool], out_dir:
         report.add("Outlined: the lowest step.")
         report.figure(heatmap_figure(rows_, labels, marks, "step scores"), "step_heatmap.png",
                       "Step-score heatmap")
-    return report.write(metrics)
-
-
-def write_pairwise_report(metrics: dict[str, Any], out_dir: str | Path, source: str) -> Path:
-    from eval.report import Report, md_table, pct
-
-    metrics["input"] = source
-    report = Report(out_dir, "Pairwise (RewardBench-style) evaluation")
-    report.add(f"Input: `{source}` — {metrics['items']} items. A pair is right when the chosen (correct) "
-               "solution scores strictly above the rejected one: ties count as wrong.")
-    rows = [[agg, pct(r["accuracy"]), r["pairs"], r["ties"], pct(r["accuracy_ties_half"])]
-            for agg, r in metrics["aggregations"].items()]
-    report.add(md_table(["aggregation", "accuracy (%)", "pairs", "ties", "ties as half (%)"], rows))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    aggs = list(metrics["aggregations"])
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar(aggs, [100 * metrics["aggregations"][a]["accuracy"] for a in aggs], color="#4c72b0")
-    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
-    ax.set_ylabel("pairwise accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Chosen above rejected (ties wrong)")
-    report.figure(fig, "pairwise_accuracy.png", "Pairwise accuracy by aggregation")
     return report.write(metrics)

@@ -3,6 +3,7 @@
     prm data problems --source gsm_symbolic -n 50 -o problems.jsonl
     prm data validate problems.jsonl
     prm data convert prm800k.jsonl train.jsonl --from prm800k --to trl
+    prm data convert RewardMATH_direct.json rewardmath.jsonl --from rewardmath
     prm --help
 
 Each stage package adds its own subcommands through an `add_commands(subparsers)` function called
@@ -91,17 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     from prm.formats import INPUT_FORMATS, LABEL_SOURCES, OUTPUT_FORMATS
 
     convert = data_sub.add_parser("convert", help="convert between our records and TRL / ProcessBench / "
-                                                  "PRM800K / Math-Shepherd files or hub datasets")
+                                                  "PRM800K / Math-Shepherd files or hub datasets; read "
+                                                  "RewardMATH / RewardBench into Best-of-N items")
     convert.add_argument("src", help="a .jsonl, .json or .parquet file, or a Hugging Face dataset id")
     convert.add_argument("dst", help="output JSONL file (written atomically)")
     convert.add_argument("--from", dest="src_format", required=True, choices=INPUT_FORMATS)
-    convert.add_argument("--to", dest="dst_format", required=True, choices=OUTPUT_FORMATS)
+    convert.add_argument("--to", dest="dst_format", default="ours", choices=OUTPUT_FORMATS,
+                         help="output format (default ours: Solution records, or BoN items from a benchmark)")
     convert.add_argument("--label-source", default="consensus", choices=LABEL_SOURCES,
                          help="annotation that carries first_error (read from ours, written when importing)")
     convert.add_argument("--soft-labels", action="store_true", help="TRL output: soft_labels from mc.values")
     convert.add_argument("--neutral-as-negative", action="store_true",
                          help="PRM800K: a 0 (neutral) rating counts as a wrong step (default: correct)")
-    convert.add_argument("--split", default="train", help="split of a hub dataset (default train)")
+    convert.add_argument("--split", default=None,
+                         help="split of a hub dataset (default train; rewardbench: filtered)")
     convert.add_argument("--skip-bad", action="store_true",
                          help="skip bad rows (reasons in DST.rejects.jsonl) instead of stopping")
     convert.set_defaults(func=_cmd_convert)

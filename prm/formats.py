@@ -9,6 +9,9 @@ Every conversion goes through a `Solution`: a reader turns one row into a Soluti
 annotation back. `first_error` is the 0-based index of the earliest wrong step, -1 if none; steps after it
 carry no label, so TRL and Math-Shepherd output holds the steps up to and including the first error.
 
+RewardMATH and RewardBench files (`--from rewardmath|rewardbench`) are grouped into Best-of-N items by
+`prm.benchmarks` instead.
+
 Rows come from a local `.jsonl`, `.json` (a list or JSON lines) or `.parquet` file, or a Hugging Face dataset
 id. Errors name the row: the 1-based line for JSON lines, the 0-based row index for a JSON list, a parquet
 file or a hub dataset.
@@ -40,7 +43,8 @@ from prm.records import (
 LabelSource = Literal["consensus", "mc", "judge"]
 # `truth`: the known first error that the synthetic testbed writes as `true_first_error`.
 LABEL_SOURCES: tuple[str, ...] = ("consensus", "mc", "judge", "truth")
-INPUT_FORMATS: tuple[str, ...] = ("ours", "trl", "processbench", "prm800k", "math_shepherd")
+# rewardmath and rewardbench (prm.benchmarks) are read into BoN items, written as ours.
+INPUT_FORMATS: tuple[str, ...] = ("ours", "trl", "processbench", "prm800k", "math_shepherd", "rewardmath", "rewardbench")
 OUTPUT_FORMATS: tuple[str, ...] = ("ours", "trl", "processbench", "math_shepherd")
 
 # Math-Shepherd's step tag (Cyrillic). Some copies have " ки", others "ки": we split on the bare tag and strip.
@@ -542,7 +546,7 @@ def convert_file(
     label_source: str = "consensus",
     soft_labels: bool = False,
     neutral_as_positive: bool = True,
-    split: str = "train",
+    split: str | None = None,
     on_error: Literal["raise", "skip"] = "raise",
     rejects_path: str | None = None,
     report: ConvertReport | None = None,
@@ -563,6 +567,14 @@ def convert_file(
     if Path(dst).suffix.lower() not in (".jsonl", ".json"):
         raise PrmError(f"output {dst}: converted files are JSON lines; name it *.jsonl")
     report = report if report is not None else ConvertReport()
+    if src_format in ("rewardmath", "rewardbench"):
+        from prm.benchmarks import convert_benchmark
+
+        if dst_format != "ours":
+            raise PrmError(f"--from {src_format} gives Best-of-N items: use --to ours")
+        report.written = convert_benchmark(src, src_format, dst, split)
+        return report.written
+    split = split or "train"
     read = _reader(src_format, label_source, neutral_as_positive)
     write = _writer(dst_format, label_source, soft_labels)
     out: list[dict[str, Any]] = []

@@ -8,7 +8,8 @@ import pytest
 
 from eval.config import EvalConfig
 from eval.data import load_pools
-from eval.rewardmath import evaluate_pairwise, evaluate_rewardmath, one_to_many
+from eval.pairwise import evaluate_pairwise
+from eval.rewardmath import evaluate_rewardmath, one_to_many
 from prm.errors import PrmError
 
 
