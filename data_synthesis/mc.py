@@ -51,6 +51,7 @@ from data_synthesis.testbed import SimulatedCompleter, SimulatedConfig, true_fir
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
 from prm.generation import Generator, GeneratorConfig, SamplingConfig, check_sampling
+from prm.jsonl import loads_strict
 from prm.records import MCAnnotation, Solution
 
 
@@ -189,10 +190,10 @@ class RolloutRunner:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    row = json.loads(line)
+                    row = loads_strict(line)
                     outcomes = [(bool(c), int(t)) for c, t in zip(row["correct"], row["tokens"], strict=True)]
                     self.cache[str(row["id"])] = outcomes
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError):  # JsonError is a ValueError
                     continue  # a foreign or damaged line: that prefix is simply rolled out again
 
     def key(self, prompt: str, gold: str = "") -> str:
@@ -541,8 +542,8 @@ def _check_same_settings(output: Path, cfg: MCConfig) -> None:
     with open(output, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             try:
-                mc = json.loads(line).get("mc") or {}
-            except (ValueError, AttributeError):
+                mc = loads_strict(line).get("mc") or {}
+            except (ValueError, AttributeError):  # JsonError is a ValueError
                 continue
             if (mc.get("mode"), mc.get("k")) != (cfg.mode, cfg.k):
                 raise InputError(str(output), lineno, "mc", f"labeled with mode={mc.get('mode')} k={mc.get('k')}, "

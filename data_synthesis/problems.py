@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import os
 import random
 import re
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
-from prm.jsonl import check_unique_ids, iter_lines, parse_line, record_lines
+from prm.jsonl import check_unique_ids, is_json_array_file, iter_lines, parse_line, read_json, record_lines
 from prm.records import Problem
 from prm.steps import split_steps
 
@@ -220,13 +219,8 @@ def _read_local_rows_unchecked(path: Path, split: str) -> list[dict[str, Any]]:
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
     if suffix in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(str(path), exc.lineno, None, f"invalid JSON: {exc.msg}") from None
-            rows = data
+        if is_json_array_file(path):
+            rows = read_json(path)
             for i, row in enumerate(rows):
                 if not isinstance(row, dict):
                     raise InputError(str(path), None, f"[{i}]", f"expected a JSON object, got {type(row).__name__}")

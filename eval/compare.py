@@ -13,13 +13,13 @@ runs and a non-constant metric; otherwise they are null.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from prm.errors import PrmError
+from prm.jsonl import read_json
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, list[Path]]]:
@@ -53,8 +53,8 @@ def load_run(name: str, folders: list[Path]) -> dict[str, float | None]:
     for folder in folders:
         for path in _metric_files(folder):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+                data = read_json(path)
+            except OSError as exc:
                 raise PrmError(f"{path}: cannot read metrics ({exc})") from None
             kind = data.get("kind") if isinstance(data, dict) else None
             headline = data.get("headline") if isinstance(data, dict) else None

@@ -7,14 +7,13 @@ first through `prm.scoring.load_scorer`. Every problem with the input names the 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import is_blank, iter_lines, load_records, record_lines
+from prm.jsonl import iter_lines, load_records, parse_line, record_lines
 from prm.records import BonCandidate, BonItem, Record, Solution, StepErrorItem
 
 
@@ -38,13 +37,8 @@ class Pool:
 
 def _first_object(path: str | Path) -> dict[str, Any]:
     for no, raw in iter_lines(path):
-        if not is_blank(raw):
-            try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(str(path), no, None, "invalid JSON") from None
-            if not isinstance(data, dict):
-                raise InputError(str(path), no, None, "expected a JSON object")
+        data = parse_line(str(path), no, raw)
+        if data is not None:
             return data
     raise InputError(str(path), None, None, "empty file: no records")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -70,18 +69,13 @@ def _config(args: argparse.Namespace) -> ScoreConfig:
 
 def detect_record_type(path: str) -> type:
     """Solution, StepErrorItem or BonItem, from the keys of the file's first record."""
-    from prm.jsonl import is_blank, iter_lines
+    from prm.jsonl import iter_lines, parse_line
     from prm.records import BonItem, Solution, StepErrorItem, guess_record_type
 
     for lineno, raw in iter_lines(path):  # a missing file: InputError "no such file"
-        if is_blank(raw):
+        data = parse_line(path, lineno, raw)
+        if data is None:
             continue
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(path, lineno, None, "invalid JSON") from None
-        if not isinstance(data, dict):
-            raise InputError(path, lineno, None, "expected a JSON object")
         cls = guess_record_type(data)
         if cls not in (Solution, StepErrorItem, BonItem):
             raise InputError(path, lineno, None, f"a {cls.__name__} record has no steps to score; "

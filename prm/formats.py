@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm.errors import InputError, PrmError
-from prm.jsonl import iter_lines, parse_line, write_atomic
+from prm.jsonl import is_json_array_file, iter_lines, parse_line, read_json, write_atomic
 from prm.records import (
     ConsensusAnnotation,
     JudgeAnnotation,
@@ -107,16 +107,10 @@ def _jsonl_rows(path: str, on_bad: OnBadRow | None) -> Iterator[tuple[int, dict[
 
 
 def _json_rows(path: str, on_bad: OnBadRow | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None  # not one JSON document: read it as JSON lines, which names the bad line
-    if not isinstance(data, list):
+    if not is_json_array_file(path):
         yield from _jsonl_rows(path, on_bad)
         return
-    for index, row in enumerate(data):
+    for index, row in enumerate(read_json(path)):
         if not isinstance(row, dict):
             exc = InputError(path, index, None, f"expected a JSON object, got {type(row).__name__}")
             if on_bad is None:

@@ -10,7 +10,9 @@ present are skipped, so a rerun after a crash neither duplicates nor loses a rec
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,26 +39,164 @@ def is_blank(raw: bytes) -> bool:
     return not raw.decode("utf-8", errors="replace").strip()
 
 
+MAX_DEPTH = 100  # deeper nesting is no record of ours, and would overflow the parser or the writer
+_BOM = b"\xef\xbb\xbf"
+# Triggers for the (slower) walk over a parsed value, so that a clean line costs one C-level regex search:
+# a surrogate escape (a lone one would make a str that cannot be hashed as UTF-8 or written), an exponent or
+# a mantissa that may overflow a double, or enough brackets that the nesting may be too deep.
+_MAY_NEED_WALK = re.compile(rb"\\u[dD][89a-fA-F]|[eE][+]?\d{3}|\d{309}")
+
+
+class JsonError(ValueError):
+    """A JSON text that is not strictly valid; `field` is a dotted path (`mc.values[3]`), `line` the text's
+    line for a syntax error."""
+
+    def __init__(self, message: str, field: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.line = line
+
+
+class _NonFinite:
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _DuplicateKey(dict):  # type: ignore[type-arg]
+    """An object that had a key twice (the last value kept), found by `_first_problem`."""
+
+    duplicate: str = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _DuplicateKey(obj)
+    seen: set[str] = set()
+    marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return marked
+
+
+def _is_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_problem(value: Any) -> JsonError | None:
+    """The first duplicate key, non-finite number, lone surrogate or too-deep nesting in a parsed value,
+    with its field path; iterative, so depth cannot overflow the stack here."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:  # named by its top-level field: the full path would be 100 levels long
+            return JsonError(f"nested deeper than {MAX_DEPTH} levels", re.split(r"[.\[]", path)[0] or None)
+        if isinstance(item, dict):
+            if isinstance(item, _DuplicateKey):
+                key = item.duplicate
+                return JsonError(f"duplicate key {key!r} in one object (which value is meant?)",
+                                 f"{path}.{key}" if path else key)
+            children = []
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else key
+                if _is_lone_surrogate(key):
+                    return JsonError("a key holds a lone surrogate escape (not valid Unicode)", path or None)
+                children.append((child, child_path, depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in reversed(list(enumerate(item))))
+        elif isinstance(item, _NonFinite):
+            return JsonError(f"{item.text} is not a JSON number: write a finite number or null", path or None)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return JsonError(f"{item} is not a finite number", path or None)
+        elif isinstance(item, str) and _is_lone_surrogate(item):
+            bad = next(c for c in item if 0xD800 <= ord(c) <= 0xDFFF)
+            return JsonError(f"lone surrogate escape \\u{ord(bad):04x} in a string (not valid Unicode)", path or None)
+    return None
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse one JSON text strictly, or raise JsonError: bad UTF-8, bad syntax, NaN/Infinity or a number
+    that overflows, a duplicate key, a lone surrogate escape, nesting deeper than MAX_DEPTH. The one parser
+    every reader of JSON Lines and JSON files goes through."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonError(f"invalid UTF-8 (byte {exc.start}: {text[exc.start:exc.start + 1]!r})") from None
+    flagged: list[bool] = []
+
+    def non_finite(name: str) -> _NonFinite:
+        flagged.append(True)
+        return _NonFinite(name)
+
+    def checked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = _object(pairs)
+        if isinstance(obj, _DuplicateKey):
+            flagged.append(True)
+        return obj
+
+    try:
+        data = json.loads(text, object_pairs_hook=checked_object, parse_constant=non_finite)
+    except json.JSONDecodeError as exc:
+        raise JsonError(f"invalid JSON: {exc.msg} at column {exc.colno}", line=exc.lineno) from None
+    except RecursionError:
+        raise JsonError(f"nested deeper than {MAX_DEPTH} levels") from None
+    raw = text.encode("utf-8", errors="surrogatepass")
+    if flagged or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _MAY_NEED_WALK.search(raw):
+        problem = _first_problem(data)
+        if problem is not None:
+            raise problem
+    return data
+
+
 def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any] | None:
-    """Decode one line; None for a blank line. Raises InputError on bad UTF-8 or bad JSON."""
+    """Decode one line strictly (see `loads_strict`); None for a blank line. Raises InputError naming the
+    file, the line and, where the problem is inside the record, the field."""
     if is_blank(raw):
         return None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, lineno, None, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        data = loads_strict(raw)
+    except JsonError as exc:
+        raise InputError(path, lineno, exc.field, exc.message) from None
     if not isinstance(data, dict):
         raise InputError(path, lineno, None, f"expected a JSON object, got {type(data).__name__}")
     return data
 
 
+def is_json_array_file(path: str | Path) -> bool:
+    """Whether a .json file holds one array (else it is read as JSON lines): its first non-blank byte is `[`."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).removeprefix(_BOM).lstrip()
+    return head.startswith(b"[")
+
+
+def read_json(path: str | Path) -> Any:
+    """A whole JSON file, strictly (a UTF-8 byte-order mark is allowed); InputError names the file, and the
+    line or field of the problem."""
+    _check_not_dir(path, "JSON file")
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(str(path), None, None, "no such file") from None
+    try:
+        return loads_strict(raw.removeprefix(_BOM))
+    except JsonError as exc:
+        raise InputError(str(path), exc.line, exc.field, exc.message) from None
+
+
 def _check_not_dir(path: str | Path, kind: str = "JSONL file") -> None:
     if os.path.isdir(path):
         raise InputError(str(path), None, None, f"is a directory, not a {kind}")
+
+
+def strip_bom(lineno: int, raw: bytes) -> bytes:
+    """A UTF-8 byte-order mark is accepted at the start of a file (common Windows tools write one)."""
+    return raw.removeprefix(_BOM) if lineno == 1 else raw
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -68,7 +208,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
         raise InputError(str(path), None, None, "no such file") from None
     with fh:
         for lineno, raw in enumerate(fh, start=1):
-            yield lineno, raw.rstrip(b"\r\n")
+            yield lineno, strip_bom(lineno, raw.rstrip(b"\r\n"))
 
 
 def iter_records(
@@ -78,6 +218,17 @@ def iter_records(
     report: ReadReport | None = None,
 ) -> Iterator[R]:
     """Yield validated records. `record_type=None` guesses the type from each line's keys."""
+    for _, record in iter_numbered_records(path, record_type, on_error, report):
+        yield record
+
+
+def iter_numbered_records(
+    path: str | Path,
+    record_type: type[R] | None,
+    on_error: Literal["raise", "skip"] = "raise",
+    report: ReadReport | None = None,
+) -> Iterator[tuple[int, R]]:
+    """`iter_records`, each record with its 1-based line number."""
     path = str(path)
     for lineno, raw in iter_lines(path):  # a missing file: InputError "no such file"
         try:
@@ -97,7 +248,7 @@ def iter_records(
             continue
         if report is not None:
             report.good += 1
-        yield record  # type: ignore[misc]
+        yield lineno, record  # type: ignore[misc]
 
 
 def load_records(
@@ -136,10 +287,18 @@ def load_records(
 
 
 def validate_file(path: str | Path, record_type: type[Record] | None = None) -> ReadReport:
-    """Check every line; returns all errors rather than stopping at the first."""
+    """Check every line, and that no id repeats (as every stage requires); returns all errors in line order
+    rather than stopping at the first."""
     report = ReadReport()
-    for _ in iter_records(path, record_type, on_error="skip", report=report):
-        pass
+    first_line: dict[str, int] = {}
+    for lineno, record in iter_numbered_records(path, record_type, on_error="skip", report=report):
+        rid = record_id(record)
+        if rid is not None and rid in first_line:
+            report.good -= 1
+            report.errors.append(duplicate_id_error(path, lineno, rid, first_line[rid]))
+        elif rid is not None:
+            first_line[rid] = lineno
+    report.errors.sort(key=lambda err: err.line or 0)
     return report
 
 
@@ -191,9 +350,12 @@ def check_unique_ids(records: Sequence[Record], path: str | Path, consequence: s
         rid = record_id(record)
         if rid in seen:
             lines = record_lines(path)
-            raise InputError(str(path), lines[index], "id",
-                             f"duplicate id {rid!r} (first on line {lines[seen[rid]]}){consequence}")
+            raise duplicate_id_error(path, lines[index], rid, lines[seen[rid]], consequence)
         seen[rid] = index
+
+
+def duplicate_id_error(path: str | Path, line: int, rid: str | None, first: int, consequence: str = "") -> InputError:
+    return InputError(str(path), line, "id", f"duplicate id {rid!r} (first on line {first}){consequence}")
 
 
 def previous_ids(path: str | Path) -> set[str]:
@@ -261,10 +423,12 @@ class JsonlWriter:
             return not isinstance(json.loads(raw), dict)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return True
+        except RecursionError:
+            return False  # whole but too deep: reported by _parse_resumed
 
     def _parse_resumed(self, lineno: int, raw: bytes) -> dict[str, Any] | None:
         try:
-            return parse_line(str(self.path), lineno, raw.rstrip(b"\r\n"))
+            return parse_line(str(self.path), lineno, strip_bom(lineno, raw.rstrip(b"\r\n")))
         except InputError as exc:
             raise InputError(
                 exc.path, lineno, None,

@@ -17,7 +17,6 @@ across examples. Padding rows (no packing) carry a 2D attention mask instead.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.errors import ConfigError, InputError
-from prm.jsonl import iter_lines, write_atomic
+from prm.jsonl import JsonError, iter_lines, loads_strict, parse_line, write_atomic
 from prm.records import RecordError, TrainingExample
 
 IGNORE_INDEX = -100
@@ -62,18 +61,9 @@ class Tokenized:
 def _read_ours(path: str) -> list[SourcedExample]:
     out: list[SourcedExample] = []
     for lineno, raw in iter_lines(path):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(path, lineno, None, "invalid UTF-8") from None
-        if not text.strip():
+        data = parse_line(path, lineno, raw)
+        if data is None:
             continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-        if not isinstance(data, dict):
-            raise InputError(path, lineno, None, "expected a JSON object")
         rid = data.get("id")
         try:
             example = TrainingExample.from_dict(data)
@@ -88,8 +78,8 @@ def _sniff(path: str) -> str:
     for _, raw in iter_lines(path):
         if raw.strip():
             try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = loads_strict(raw)
+            except JsonError:
                 return "training"  # the strict reader reports the bad line
             if isinstance(data, dict) and "completions" in data:
                 return "training"

@@ -31,6 +31,7 @@ from typing import Any
 
 from prm.config import to_dict
 from prm.errors import ConfigError, InputError
+from prm.jsonl import read_json
 from prm.prm_model import is_head_parameter
 from prm.steps import STEP_MARKER
 from train.config import TrainConfig
@@ -76,11 +77,11 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str,
     if not path.is_file():
         raise ConfigError(f"train.deepspeed: {cfg.deepspeed!r} is neither zero2, zero3 nor a JSON file")
     try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        ds = read_json(path)
+    except OSError as exc:
         raise ConfigError(f"train.deepspeed: cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"train.deepspeed: {path}: invalid JSON: {exc}") from None
+    except InputError as exc:
+        raise ConfigError(f"train.deepspeed: {exc.describe()}") from None
     if not isinstance(ds, dict):
         raise ConfigError(f"train.deepspeed: {path}: expected a JSON object of DeepSpeed settings, "
                           f"got a {type(ds).__name__}")

@@ -70,7 +70,7 @@ def test_bad_values_are_one_line(problems, tmp_path, capsys, argv, message):
 
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("fake.parquet", b"hello", "cannot read it as a dataset file (ArrowInvalid"),
-    ("latin.jsonl", b'{"question": "\xff"}\n', "not UTF-8 text"),
+    ("latin.jsonl", b'{"question": "\xff"}\n', "latin.jsonl:1: invalid UTF-8 (byte 14"),
 ])
 def test_unreadable_dataset_files(tmp_path, capsys, name, content, message):
     path = tmp_path / name
