@@ -14,7 +14,8 @@ from prm.scoring.causal_lm import CausalLMScorer
 
 
 class RLHFlowScorer(CausalLMScorer):
-    """RLHFlow: a chat, user turn = problem + " " + first step (then one step a turn), assistant "+" after each.
+    """RLHFlow: a chat, user turn = problem + " " + first step (then one step a turn, each step stripped),
+    assistant "+" after each.
 
     One pass over the whole conversation; step k is read at the position that predicts assistant turn k's
     answer token. Those positions are found by rendering the chat with a sentinel as each answer, then
@@ -35,8 +36,10 @@ class RLHFlowScorer(CausalLMScorer):
                 find_token(self.tokenizer, "-", "-", "bad token"))
 
     def _conversation(self, problem: str, steps: list[str], answer: str) -> list[dict[str, str]]:
+        # As RLHFlow's prm_evaluate.py: each step stripped of outer whitespace (`[j.strip() for j in ans_list]`),
+        # the problem as given, the first turn `problem + " " + step 0`.
         conv = []
-        for k, step in enumerate(steps):
+        for k, step in enumerate(s.strip() for s in steps):
             text = f"{problem} {step}" if k == 0 else step
             conv.append({"role": "user", "content": text.replace(self.SENTINEL, "")})
             conv.append({"role": "assistant", "content": answer})

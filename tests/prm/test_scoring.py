@@ -118,6 +118,17 @@ def test_rlhflow_reads_where_the_answer_is_predicted(scorers):
         assert enc.input_ids[pos + 1] == scorer.good_id
 
 
+def test_rlhflow_strips_each_step_as_prm_evaluate_does(scorers):
+    """RLHFlow's prm_evaluate.py strips every step (`[j.strip() for j in ans_list]`), so padded steps score as
+    the bare ones, in one pass and in the reference procedure; the problem is kept as given."""
+    scorer = scorers["rlhflow"]
+    padded = ["  \n" + STEPS[1][0] + "  ", *[f"\n{s}\n\n" for s in STEPS[1][1:]]]
+    bare = scorer.score([PROBLEMS[1]], [STEPS[1]])[0]
+    assert scorer.score([PROBLEMS[1]], [padded])[0] == bare
+    assert scorer.reference_scores([PROBLEMS[1]], [padded])[0] == pytest.approx(bare, abs=1e-4)
+    assert scorer._conversation("Q? ", [" a ", "b\n"], "+")[0]["content"] == "Q?  a"
+
+
 def test_skywork_reads_each_step_token(scorers):
     scorer = scorers["skywork"]
     enc = scorer.encode("P", ["a", "b\nc", "d"])
