@@ -64,7 +64,7 @@ class _NonFinite:
 
 
 class _DuplicateKey(dict):  # type: ignore[type-arg]
-    """An object that had a key twice (the last value kept), found by `_first_problem`."""
+    """An object that had a key twice (the last value kept), found by `first_problem`."""
 
     duplicate: str = ""
 
@@ -87,9 +87,9 @@ def _is_lone_surrogate(text: str) -> bool:
     return False
 
 
-def _first_problem(value: Any) -> JsonError | None:
-    """The first duplicate key, non-finite number, lone surrogate or too-deep nesting in a parsed value,
-    with its field path; iterative, so depth cannot overflow the stack here."""
+def first_problem(value: Any) -> JsonError | None:
+    """The first duplicate key, non-finite number, lone surrogate or too-deep nesting in a parsed value (of
+    JSON, or of YAML: config files), with its field path; iterative, so depth cannot overflow the stack."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -102,8 +102,8 @@ def _first_problem(value: Any) -> JsonError | None:
                                  f"{path}.{key}" if path else key)
             children = []
             for key, child in item.items():
-                child_path = f"{path}.{key}" if path else key
-                if _is_lone_surrogate(key):
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _is_lone_surrogate(key):
                     return JsonError("a key holds a lone surrogate escape (not valid Unicode)", path or None)
                 children.append((child, child_path, depth + 1))
             stack.extend(reversed(children))
@@ -148,7 +148,7 @@ def loads_strict(text: str | bytes) -> Any:
         raise JsonError(f"nested deeper than {MAX_DEPTH} levels") from None
     raw = text.encode("utf-8", errors="surrogatepass")
     if flagged or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _MAY_NEED_WALK.search(raw):
-        problem = _first_problem(data)
+        problem = first_problem(data)
         if problem is not None:
             raise problem
     return data

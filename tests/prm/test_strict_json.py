@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,25 @@ def test_training_data_reader_is_strict(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path}:1: field 'labels': duplicate key 'labels'" in err
     assert not (tmp_path / "trl.jsonl").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("mc:\n  k: 4\n  k: 8\n", "c.yaml:3: invalid YAML: duplicate key 'k'"),
+    ("mc:\n  meta: {x: .nan}\n", "c.yaml: key 'mc.meta.x': nan is not a finite number"),
+    ('judge:\n  prompt: "\\ud800"\n', "c.yaml: key 'judge.prompt': lone surrogate escape \\ud800"),
+    ("mc:\n  k: " + "[" * 5000 + "]" * 5000 + "\n", f"c.yaml: nested deeper than {MAX_DEPTH} levels"),
+], ids=["duplicate key", "NaN", "lone surrogate", "deep nesting"])
+def test_config_yaml_is_strict_in_one_line(tmp_path, capsys, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["config", "get", str(config), "mc.k"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "nan", "-inf"])
+def test_a_non_finite_float_option_is_refused(capsys, value):
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    assert main(["config", "get", str(config), "sample.temperature", f"sample.temperature={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "expected a finite number" in err or "not a finite number" in err, err
