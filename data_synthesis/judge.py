@@ -41,6 +41,7 @@ from data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
 from prm.config import option
 from prm.errors import ConfigError
 from prm.generation import (
+    Choices,
     Generator,
     GeneratorConfig,
     Prompt,
@@ -71,6 +72,13 @@ class JudgeConfig:
         "", help="prompt text replacing the template's own; {problem}, {paragraphs}, {last_index} (the last "
                  "paragraph's number) and {n_steps} are filled in")
     prompt_style: Literal["chat", "text"] = option("chat", help="chat (chat template) or text (plain prompt)")
+    constrain: bool = option(
+        False, help="force the reply to end in a valid verdict of the template (-1 or a step index): free "
+                    "reasoning, then the verdict picked among the allowed ones (transformers: by likelihood; vllm: "
+                    "structured-output choice; openai: the server's structured-output fields)")
+    reasoning: bool = option(
+        True, help="with constrain: free reasoning (up to max_new_tokens) before the forced verdict; false: the "
+                   "reply is the verdict alone")
     batch_solutions: int = option(16, help="solutions per generation call; output is written after each")
     input: str | None = option(None, help="Solution records (JSONL)")
     output: str | None = option(None, help="the same records with `judge` added (JSONL)")
@@ -115,6 +123,16 @@ def build_judge_prompt(cfg: JudgeConfig, solution: Solution) -> Prompt:
     return [*messages, {"role": "user", "content": text}]
 
 
+def verdict_choices(cfg: JudgeConfig, solutions: list[Solution]) -> Choices:
+    """The allowed verdict endings of each solution under the template (`judge.constrain`); an ending is
+    offered only where the whole reply then parses."""
+    template = judge_template(cfg)
+    n_steps = [len(s.steps) for s in solutions]
+    return Choices(
+        options=[list(template.verdicts(n)) for n in n_steps], stop=template.verdict_stop, reason=cfg.reasoning,
+        accept=lambda i, reply: template.parse(reply, n_steps[i])[0] is not None)
+
+
 def majority_vote(votes: list[int | None]) -> int | None:
     """The most common parsed vote; ties -> the earliest step index, a step index before -1."""
     counts = Counter(v for v in votes if v is not None)
@@ -142,6 +160,7 @@ def judge_report(solutions: list[Solution], template: str = "processbench") -> d
     report: dict[str, Any] = {"solutions": 0, "parsed": 0, "unparsed": 0}
     known = correct = known_parsed = 0
     by_truth = {"error": [0, 0], "correct": [0, 0]}  # [right, total] on erroneous / fully correct solutions
+    constrained = [0, 0]  # [votes forced to a valid verdict, votes asked to be] (judge.constrain)
     for s in solutions:
         if s.judge is None:
             continue
@@ -152,6 +171,10 @@ def judge_report(solutions: list[Solution], template: str = "processbench") -> d
             raw = s.judge.raw if isinstance(s.judge.raw, list) else [s.judge.raw]
             reasons = [JUDGE_TEMPLATES[template].parse(t, len(s.steps))[1] for t in raw]
         outcomes.update(reasons)
+        forced = (s.judge.extra or {}).get("constrained")
+        if isinstance(forced, list):
+            constrained[0] += sum(bool(f) for f in forced)
+            constrained[1] += len(forced)
         truth = s.extra.get("true_first_error")
         if isinstance(truth, int) and not isinstance(truth, bool):
             known += 1
@@ -162,6 +185,8 @@ def judge_report(solutions: list[Solution], template: str = "processbench") -> d
             bucket[0] += int(hit)
             bucket[1] += 1
     report["votes"] = {k: outcomes.get(k, 0) for k in JUDGE_TEMPLATES[template].outcomes}
+    if constrained[1]:
+        report["constrained_votes"] = {"forced": constrained[0], "asked": constrained[1]}
     if known:
         acc_err = by_truth["error"][0] / by_truth["error"][1] if by_truth["error"][1] else None
         acc_ok = by_truth["correct"][0] / by_truth["correct"][1] if by_truth["correct"][1] else None
@@ -182,6 +207,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"judge: {report['solutions']} solutions, {report['parsed']} parsed, {report['unparsed']} unparsed; "
         "votes: " + ", ".join(f"{count} {outcome.replace('_', ' ')}" for outcome, count in v.items())
     ]
+    forced = report.get("constrained_votes")
+    if forced:
+        lines.append(f"judge.constrain: {forced['forced']} of {forced['asked']} votes forced to a valid verdict"
+                     + ("" if forced["forced"] == forced["asked"] else
+                        " (the others are free text: the backend could not constrain them)"))
     truth = report.get("truth")
     if truth:
         def pct(x: float | None) -> str:
@@ -227,15 +257,24 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
         pending = [s for s in solutions if s.id not in writer.done]
         if pending and generator is None:
             generator = make_generator(cfg.generator)
+        if pending and cfg.constrain and not hasattr(generator, "generate_choice"):
+            raise ConfigError(f"judge.constrain: the {getattr(generator, 'name', 'given')} backend cannot force a "
+                              "verdict (transformers, vllm and openai can); set judge.constrain=false")
         sampling = cfg.sampling()
         bar = tqdm(total=len(pending), unit="solution", desc="judge", dynamic_ncols=True, mininterval=1.0)
         for lo in range(0, len(pending), cfg.batch_solutions):
             batch = pending[lo : lo + cfg.batch_solutions]
-            outputs = generator.generate([build_judge_prompt(cfg, s) for s in batch], sampling)  # type: ignore[union-attr]
+            prompts = [build_judge_prompt(cfg, s) for s in batch]
+            if cfg.constrain:
+                outputs = generator.generate_choice(prompts, sampling, verdict_choices(cfg, batch))  # type: ignore[union-attr]
+            else:
+                outputs = generator.generate(prompts, sampling)  # type: ignore[union-attr]
             for solution, completions in zip(batch, outputs, strict=True):
                 tokens += sum(c.tokens for c in completions)
-                judged = dataclasses.replace(solution, judge=judge_annotation([c.text for c in completions],
-                                                                              len(solution.steps), cfg.template))
+                annotation = judge_annotation([c.text for c in completions], len(solution.steps), cfg.template)
+                if cfg.constrain:  # which votes the backend could force (an OpenAI server may not)
+                    annotation.extra["constrained"] = [c.constrained for c in completions]
+                judged = dataclasses.replace(solution, judge=annotation)
                 judged.check()
                 writer.write(judged)
                 written += 1

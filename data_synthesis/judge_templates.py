@@ -9,7 +9,10 @@
 
 Every parser maps (reply, n_steps) to (first error, outcome): the 0-based index of the earliest wrong step, -1
 when all are correct, or None with the reason it did not parse. `verdicts(n_steps)` gives the endings a reply
-may close with, each mapped to the first error it means, for a decoder that constrains the verdict.
+may close with, each mapped to the first error it means, for a decoder that constrains the verdict
+(`judge.constrain`): the free reasoning ends at `verdict_stop` (default: the endings' common prefix, `\\boxed{`),
+is cut back before the last common prefix it holds (the paper's `</analysis_`), and one ending under which the
+whole reply parses is forced (prm.generation.Choices).
 
 ProcessBench parse rules (the prompt states them too), for a solution of n steps:
 - exactly one `\\boxed{...}` holding an integer v with -1 <= v < n -> v;
@@ -48,6 +51,8 @@ class JudgeTemplate:
     parse: Callable[[str, int], tuple[int | None, str]]  # (reply, n_steps) -> (0-based first error | None, outcome)
     outcomes: tuple[str, ...]  # every outcome `parse` can return, PARSED first
     verdicts: Callable[[int], dict[str, int]]  # n_steps -> {reply ending: the 0-based first error it means}
+    # judge.constrain: free reasoning ends where the model writes this ("" = the verdicts' common prefix)
+    verdict_stop: str = ""
 
     def paragraphs(self, steps: list[str]) -> str:
         return "\n\n".join(f"<paragraph_{i}>\n{step}\n</paragraph_{i}>" for i, step in enumerate(steps, self.first_index))
@@ -262,5 +267,5 @@ JUDGE_TEMPLATES: dict[str, JudgeTemplate] = {
     "paper": JudgeTemplate(
         prompt=PAPER_PROMPT, first_index=1, parse=parse_paper_analysis,
         outcomes=(PARSED, NO_CONCLUSION, BAD_CONCLUSION, GARBLED_TAGS, NO_ANALYSIS, OUT_OF_RANGE),
-        verdicts=paper_verdicts),
+        verdicts=paper_verdicts, verdict_stop="<conclusion>"),
 }

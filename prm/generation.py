@@ -17,11 +17,13 @@ come from that request's stream); OpenAI-compatible servers receive the seed and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -53,10 +55,61 @@ class Completion:
     text: str
     tokens: int  # generated tokens, the unit of annotation cost
     finish_reason: str  # "stop" | "length"
+    constrained: bool = False  # the reply ends in one of the allowed choices by construction (generate_choice)
+
+
+@dataclass
+class Choices:
+    """A reply that must end in one allowed ending: free text, then exactly one of `options[i]` for prompt i
+    (whole endings such as `\\boxed{2}`). `generate_choice` of a backend honours it.
+
+    The free part ends where the model writes `stop` (default: the endings' common prefix, the "lead", e.g.
+    `\\boxed{`) or at max_new_tokens, and is cut back to before the last lead it holds (so an ending that
+    repeats what the model wrote, e.g. a closing tag, is not written twice). `accept(i, reply)` drops the
+    endings that would not make a valid whole reply after this free text (kept all when none passes).
+    """
+
+    options: list[list[str]]
+    stop: str = ""
+    reason: bool = True  # free text first (at most sampling.max_new_tokens); False: the reply is the ending alone
+    accept: Callable[[int, str], bool] | None = None
+
+    def check(self, n_prompts: int) -> None:
+        if len(self.options) != n_prompts:
+            raise PrmError(f"{len(self.options)} option lists for {n_prompts} prompts")
+        for i, options in enumerate(self.options):
+            if not options or not all(isinstance(o, str) and o for o in options):
+                raise PrmError(f"prompt {i}: the allowed endings must be non-empty strings, got {options!r}")
+
+    def lead(self, i: int) -> str:
+        return os.path.commonprefix(self.options[i]) if len(self.options[i]) > 1 else ""
+
+    def free_parts(self, generator: Any, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
+        """The free text of each sample, generated with `generator.generate` and cut back before the lead."""
+        if not self.reason:
+            return [[Completion("", 0, "stop") for _ in range(sampling.n)] for _ in prompts]
+        stops = sorted({self.stop or self.lead(i) for i in range(len(prompts))} - {""})
+        free = generator.generate(prompts, dataclasses.replace(sampling, stop=[*stops, *(sampling.stop or [])] or None))
+        for i, row in enumerate(free):
+            lead = self.lead(i)
+            for c in row:
+                if lead and lead in c.text:
+                    c.text = c.text[: c.text.rindex(lead)]
+        return free
+
+    def candidates(self, i: int, free: str) -> list[str]:
+        """The endings allowed after this free text."""
+        ok = [o for o in self.options[i] if self.accept is None or self.accept(i, free + o)]
+        return ok or self.options[i]
+
+    @staticmethod
+    def reply(free: Completion, ending: str, ending_tokens: int) -> Completion:
+        return Completion(free.text + ending, free.tokens + ending_tokens, "stop", constrained=True)
 
 
 class Generator(Protocol):
-    """Everything a stage needs from a model that writes text."""
+    """Everything a stage needs from a model that writes text. Backends that can force a reply's ending also
+    have `generate_choice(prompts, sampling, choices: Choices)` (transformers, vLLM, OpenAI-compatible)."""
 
     name: str
 
@@ -98,6 +151,17 @@ def derive_seed(seed: int, prompt_text: str, k: int = 0) -> int:
     """A 63-bit seed for sample k of one prompt: stable across runs, machines and batch layouts."""
     digest = hashlib.blake2b(f"{seed}\x00{k}\x00{prompt_text}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def _pick_option(scores: list[float], temperature: float, seed: int) -> int:
+    """Index of the chosen option: the best score when greedy, else drawn with weights exp(score / T)."""
+    import math
+
+    if temperature <= 0:
+        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    top = max(scores)
+    weights = [math.exp((s - top) / temperature) for s in scores]
+    return random.Random(seed).choices(range(len(scores)), weights=weights)[0]
 
 
 def truncate_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
@@ -307,6 +371,70 @@ class TransformersGenerator:
         new = out[:, width:].tolist()
         return [self._finish(row, sampling) for row in new]
 
+    def generate_choice(self, prompts: list[Prompt], sampling: SamplingConfig,
+                        choices: Choices) -> list[list[Completion]]:
+        """Free text (see `Choices`), then the allowed ending the model finds most likely after it.
+
+        Each ending is scored exactly: the sum of its tokens' log-probabilities after the prompt and the free
+        text. Greedy (temperature 0) takes the most likely ending; otherwise ending e is drawn with probability
+        proportional to p(e)^(1/temperature), from the sample's own seeded stream. Whatever the model would
+        have written, the reply ends in an allowed ending."""
+        check_sampling(sampling)
+        for i, p in enumerate(prompts):
+            check_prompt(p, i)
+        choices.check(len(prompts))
+        rendered = [self._render(p) for p in prompts]
+        free = choices.free_parts(self, prompts, sampling)
+        rows = []  # (prompt, sample, context ids, candidate endings, their ids)
+        for pi, samples in enumerate(free):
+            for k, part in enumerate(samples):
+                context = rendered[pi][1] + list(self.tokenizer(part.text, add_special_tokens=False)["input_ids"])
+                endings = choices.candidates(pi, part.text)
+                ids = [list(self.tokenizer(e, add_special_tokens=False)["input_ids"]) for e in endings]
+                rows.append((pi, k, context, endings, ids))
+        pairs = [(context, e) for _, _, context, _, ids in rows for e in ids]
+        scores = iter(self._continuation_logprobs(pairs))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for pi, k, _, endings, ids in rows:
+            row_scores = [next(scores) for _ in endings]
+            pick = _pick_option(row_scores, sampling.temperature,
+                                derive_seed(sampling.seed, rendered[pi][0] + "\x00choice", k))
+            results[pi].append(Choices.reply(free[pi][k], endings[pick], len(ids[pick])))
+        return results
+
+    def _continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        """log p(continuation | context) for each (context ids, continuation ids), batched by length.
+
+        Rows are left-padded with positions counted from each row's first real token, so a row scores as it
+        would alone, and only the last positions' logits are computed (the vocabulary projection dominates
+        for short continuations)."""
+        import torch
+
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        out = [0.0] * len(pairs)
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            seqs = [pairs[i][0] + pairs[i][1] for i in batch]
+            width = max(len(x) for x in seqs)
+            keep = max(len(pairs[i][1]) for i in batch) + 1
+            input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, x in enumerate(seqs):
+                input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+                attention[row, width - len(x):] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                    position_ids=positions.to(self.device), logits_to_keep=keep).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)  # [rows, keep, vocab]: the last `keep` positions
+            for row, i in enumerate(batch):
+                continuation = pairs[i][1]
+                # Token t of the continuation is predicted at kept position keep - 1 - len + t.
+                at = torch.arange(keep - 1 - len(continuation), keep - 1)
+                out[i] = float(logprobs[row, at, torch.tensor(continuation, dtype=torch.long)].sum())
+        return out
+
     def _finish(self, tokens: list[int], sampling: SamplingConfig) -> Completion:
         """Text, token count and finish reason of one generated row (padding after the end removed)."""
         eos_at = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
@@ -341,7 +469,9 @@ class VLLMGenerator:
     same ids the transformers backend would use, so no second BOS). Each prompt gets its own
     `SamplingParams(n=k, seed=...)`, its seed derived from `sampling.seed` and the prompt text.
     `engine` injects an already built `vllm.LLM` (or a stand-in object with `generate` and
-    `get_tokenizer`); `sampling_params_cls` replaces `vllm.SamplingParams` where vLLM is not installed.
+    `get_tokenizer`); `sampling_params_cls` replaces `vllm.SamplingParams` where vLLM is not installed, and
+    `choice_params_cls` replaces `vllm.sampling_params.StructuredOutputsParams` (given as
+    `SamplingParams(structured_outputs=...)`; vLLM before 0.11 has `GuidedDecodingParams` as `guided_decoding`).
     """
 
     def __init__(
@@ -354,6 +484,7 @@ class VLLMGenerator:
         engine: Any = None,
         dtype: str = "auto",
         sampling_params_cls: Callable[..., Any] | None = None,
+        choice_params_cls: Callable[..., Any] | None = None,
     ):
         self.name = model
         self._params_cls = sampling_params_cls
@@ -374,6 +505,7 @@ class VLLMGenerator:
             engine = LLM(**kwargs)
         self.engine = engine
         self.tokenizer = engine.get_tokenizer()
+        self._choice_cls = choice_params_cls
 
     def _sampling_params(self, **kwargs: Any) -> Any:
         cls = self._params_cls
@@ -412,6 +544,55 @@ class VLLMGenerator:
             results.append(row)
         if len(results) != len(prompts):
             raise PrmError(f"vLLM returned {len(results)} outputs for {len(prompts)} prompts")
+        return results
+
+
+    def _choice_field(self, options: list[str]) -> dict[str, Any]:
+        """The SamplingParams field that restricts the output to exactly one of `options`."""
+        if self._choice_cls is not None:
+            return {"structured_outputs": self._choice_cls(choice=options)}
+        try:
+            from vllm.sampling_params import StructuredOutputsParams
+        except ImportError:
+            try:
+                from vllm.sampling_params import GuidedDecodingParams
+            except ImportError:
+                raise PrmError(VLLM_MISSING) from None
+            return {"guided_decoding": GuidedDecodingParams(choice=options)}
+        return {"structured_outputs": StructuredOutputsParams(choice=options)}
+
+    def generate_choice(self, prompts: list[Prompt], sampling: SamplingConfig,
+                        choices: Choices) -> list[list[Completion]]:
+        """Free text (see `Choices`; one request per prompt, `n` samples), then one request per sample that
+        continues after it under vLLM's structured-output choice: the engine can only write one of the
+        allowed endings. Sample k's choice is seeded from the prompt and k."""
+        check_sampling(sampling)
+        for i, p in enumerate(prompts):
+            check_prompt(p, i)
+        choices.check(len(prompts))
+        free = choices.free_parts(self, prompts, sampling)
+        requests, params, rows = [], [], []
+        for pi, prompt in enumerate(prompts):
+            chat = not isinstance(prompt, str)
+            text = render_chat(self.tokenizer, prompt) if chat else prompt  # type: ignore[arg-type]
+            head = encode_prompt(self.tokenizer, text, chat=chat)
+            for k, part in enumerate(free[pi]):
+                endings = choices.candidates(pi, part.text)
+                longest = max(len(self.tokenizer.encode(e, add_special_tokens=False)) for e in endings)
+                requests.append({"prompt_token_ids": head + list(self.tokenizer.encode(part.text, add_special_tokens=False))})
+                params.append(self._sampling_params(
+                    n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=longest + 1,
+                    seed=derive_seed(sampling.seed, text + "\x00choice", k), **self._choice_field(endings),
+                ))
+                rows.append((pi, k))
+        outputs = self.engine.generate(requests, params, use_tqdm=False) if requests else []
+        if len(outputs) != len(requests):
+            raise PrmError(f"vLLM returned {len(outputs)} outputs for {len(requests)} choice requests")
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for (pi, k), request_output in zip(rows, outputs, strict=True):
+            out = request_output.outputs[0]
+            # The text is one ending by construction; one outside them is kept and counted by the parser.
+            results[pi].append(Choices.reply(free[pi][k], out.text, len(out.token_ids)))
         return results
 
 
