@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import os
 import random
 import re
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
+from prm.hub import DATASETS_OFFLINE, hub_host, hub_offline, hub_reachable
 from prm.jsonl import check_unique_ids, is_json_array_file, iter_lines, parse_line, read_json, record_lines
 from prm.records import Problem
 from prm.steps import split_steps
@@ -234,23 +234,6 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in (".json", ".jsonl", ".parquet", ".csv")
 
 
-def _hub_host() -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP connect to the hub, so that a machine without network fails at once, not after retries."""
-    import socket
-
-    try:
-        with socket.create_connection((_hub_host(), 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _load_rows(config: ProblemsConfig) -> tuple[list[dict[str, Any]], str]:
     """(rows, dataset name for ids)."""
     if not config.path:
@@ -260,11 +243,9 @@ def _load_rows(config: ProblemsConfig) -> tuple[list[dict[str, Any]], str]:
         return _read_local_rows(local, config.split), local.stem if local.is_file() else local.name
     if _looks_like_path(config.path):
         raise PrmError(f"{config.path}: no such file")
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-                  for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    if not offline and not _hub_reachable():
+    if not hub_offline(DATASETS_OFFLINE) and not hub_reachable(offline_variables=DATASETS_OFFLINE):
         raise PrmError(
-            f"could not load hub dataset '{config.path}': the hub ({_hub_host()}) cannot be reached from here. "
+            f"could not load hub dataset '{config.path}': the hub ({hub_host()}) cannot be reached from here. "
             "Download it where the network allows and pass the local file (path=FILE.parquet), "
             "or set HF_DATASETS_OFFLINE=1 to read it from the datasets cache"
         )

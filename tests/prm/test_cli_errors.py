@@ -102,7 +102,7 @@ def test_a_bad_model_leaves_outputs_as_they_were(problems, tmp_path, capsys):
     """The model loads before any output opens: no empty file appears, and an old one survives --no-resume."""
     missing = str(tmp_path / "no-model")
     assert main(["sample", "-i", str(problems), "-o", str(tmp_path / "s.jsonl"), f"generator.model={missing}"]) == 2
-    assert "no such folder" in capsys.readouterr().err
+    assert "no such model folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
     old = tmp_path / "scored.jsonl"
     old.write_text('{"id": "x"}\n')

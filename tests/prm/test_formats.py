@@ -326,6 +326,21 @@ def test_hub_offline_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, datase
     assert "someone/some-prm-dataset" in message and "not reachable" in message and "offline" in message
 
 
+def test_unreachable_hub_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No offline switch but no route to the hub: one quick probe, not the hub client's minute of retries."""
+    import datasets
+
+    import prm.hub
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(prm.hub, "_can_connect", lambda host, timeout: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the hub"))
+    with pytest.raises(PrmError, match=r"someone/some-prm-dataset.*the hub \(huggingface.co\) cannot be reached"):
+        list(formats.load_rows("someone/some-prm-dataset", split="test"))
+
+
 def test_missing_local_file_is_not_a_hub_lookup(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         list(formats.load_rows(str(tmp_path / "missing.jsonl")))

@@ -192,12 +192,124 @@ def test_bad_names_are_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(PrmError, match="cannot load model"):
         models.load_tokenizer(str(tmp_path / "empty"))
-    # A missing folder is named at once, before transformers would try (and retry) the hub.
+
+
+def online(monkeypatch):
+    """No offline switch (tests/conftest.py sets them all)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any attempt to reach the hub fails the test: proves a code path never waits on the network."""
+    import prm.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used: {args}")
+
+    prm.hub._can_connect.cache_clear()
+    monkeypatch.setattr(prm.hub.socket, "create_connection", refuse)
+    yield
+    prm.hub._can_connect.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["./prm", "../prm", "~/prm", "/abs/prm", "a/b/c", "runs/prm-typo", "has space/x",
+                                  "C:\\models\\prm", "org/.hidden"])
+def test_a_missing_folder_fails_at_once(tmp_path, monkeypatch, no_network, name):
+    """A name that reads as a path is never looked up on the hub, online or not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    online(monkeypatch)
+    with pytest.raises(PrmError) as info:
+        models.load_tokenizer(name)
+    assert str(info.value) == f"cannot load model '{name}': no such model folder"
+
+
+def test_an_existing_folder_is_that_folder(tmp_path, monkeypatch, no_network):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "prm").mkdir(parents=True)
     (tmp_path / "runs" / "prm" / "config.json").write_text("{}")
     assert models.resolve_model("runs/prm") == "runs/prm"
-    assert models.resolve_model("Qwen/Qwen2.5-Math-PRM-7B") == "Qwen/Qwen2.5-Math-PRM-7B"  # a hub id: for the hub
-    for missing in ["runs/prm-typo", "./prm", str(tmp_path / "nope"), "a/b/c"]:
-        with pytest.raises(PrmError, match=f"cannot load model '{missing}': no such folder"):
-            models.load_tokenizer(missing)
+
+
+@pytest.mark.parametrize(("name", "hub_id"), [
+    ("Qwen/Qwen2.5-Math-PRM-7B", True), ("gpt2", True), ("org/name.v1_2-3", True),
+    ("./x", False), ("/x", False), ("~/x", False), ("a/b/c", False), ("a\\b", False), ("org/../x", False),
+    (".org/x", False), ("org/-x", False), ("", False),
+])
+def test_hub_id_syntax(name, hub_id):
+    from prm.hub import looks_like_hub_id
+
+    assert looks_like_hub_id(name) is hub_id
+
+
+def test_offline_a_hub_id_comes_from_the_cache_or_fails_at_once(tmp_path, monkeypatch, no_network, tokenizer):
+    """HF_HUB_OFFLINE=1: `runs/tiny-lm` before it exists (a valid hub id) is not in the cache: one line at
+    once; a hub id that is in the cache is its snapshot folder, loaded without the network."""
+    import huggingface_hub.constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(PrmError) as info:
+        models.load_tokenizer("runs/tiny-lm")
+    assert str(info.value).startswith("cannot load model 'runs/tiny-lm': no such model folder, and no hub model "
+                                      "of that id in the local Hugging Face cache (offline mode (HF_HUB_OFFLINE=1")
+    # The cache layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<revision>/...}.
+    repo = tmp_path / "hf-cache" / "models--org--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    models.save_tiny_causal_lm(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    assert models.resolve_model("org/tiny") == str(snapshot)
+    assert len(models.load_tokenizer("org/tiny")) == len(tokenizer)
+
+
+def test_online_without_a_reachable_hub_fails_at_once(tmp_path, monkeypatch):
+    """No offline switch, but no route to the hub: one quick probe, then one line (not a minute of retries)."""
+    import huggingface_hub.constants
+
+    import prm.hub
+
+    calls = []
+
+    def unreachable(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    prm.hub._can_connect.cache_clear()
+    monkeypatch.setattr(prm.hub.socket, "create_connection", unreachable)
+    online(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    try:
+        with pytest.raises(PrmError, match=r"cannot load model 'org/never-cached': no such model folder, .*"
+                                           r"the Hugging Face hub \(huggingface.co\) cannot be reached"):
+            models.load_tokenizer("org/never-cached")
+        with pytest.raises(PrmError, match="cannot be reached"):
+            models.load_tokenizer("org/other")
+        assert calls == [(("huggingface.co", 443), 3.0)]  # probed once per process
+    finally:
+        prm.hub._can_connect.cache_clear()
+
+
+def test_online_a_hub_id_goes_to_the_hub(monkeypatch):
+    import prm.hub
+
+    prm.hub._can_connect.cache_clear()
+    online(monkeypatch)
+    monkeypatch.setattr(prm.hub, "_can_connect", lambda host, timeout: True)
+    assert models.resolve_model("Qwen/Qwen2.5-Math-PRM-7B") == "Qwen/Qwen2.5-Math-PRM-7B"
+
+
+def test_a_stage_with_a_missing_model_folder_fails_at_once(tmp_path, monkeypatch, capsys, no_network):
+    from prm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    problems = tmp_path / "p.jsonl"
+    assert main(["data", "problems", "--source", "gsm_symbolic", "-n", "2", "-o", str(problems)]) == 0
+    assert main(["sample", "-i", str(problems), "-o", "s.jsonl", "generator.model=runs/tiny-lm", "n=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load model 'runs/tiny-lm': no such model folder")
+    assert not (tmp_path / "s.jsonl").exists()
