@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prm.jsonl import read_json
+
 MODELS = ("trained", "untrained")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def _pct(value: float | None) -> str:

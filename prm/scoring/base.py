@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prm.errors import PrmError
+from prm.jsonl import read_json
 
 
 @dataclass
@@ -101,7 +101,10 @@ def read_config(path: str) -> dict[str, Any]:
     file = _local_or_cached(path, "config.json")
     if file is None:
         raise PrmError(f"{path}: no config.json (not a model folder or hub id)")
-    return json.loads(Path(file).read_text(encoding="utf-8"))
+    config = read_json(file)
+    if not isinstance(config, dict):
+        raise PrmError(f"{file}: expected a JSON object of model settings, got {type(config).__name__}")
+    return config
 
 
 def weight_files(path: str) -> dict[str, str]:
@@ -109,7 +112,10 @@ def weight_files(path: str) -> dict[str, str]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = _local_or_cached(path, index_name)
         if index is not None:
-            weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
+            index_data = read_json(index)
+            weight_map = index_data.get("weight_map") if isinstance(index_data, dict) else None
+            if not isinstance(weight_map, dict):
+                raise PrmError(f"{index}: no 'weight_map' object (not a weight index)")
             folder = Path(index).parent
             return {name: str(folder / file) for name, file in weight_map.items()}
     single = _local_or_cached(path, "model.safetensors")

@@ -200,3 +200,11 @@ def test_a_non_finite_float_option_is_refused(capsys, value):
     assert main(["config", "get", str(config), "sample.temperature", f"sample.temperature={value}"]) == 2
     err = capsys.readouterr().err
     assert "expected a finite number" in err or "not a finite number" in err, err
+
+
+def test_a_checkpoint_config_is_read_strictly(tmp_path):
+    from prm.scoring.base import read_config
+
+    (tmp_path / "config.json").write_bytes(b'{"model_type": "llama", "model_type": "qwen2"}')
+    with pytest.raises(InputError, match="config.json: field 'model_type': duplicate key"):
+        read_config(str(tmp_path))
