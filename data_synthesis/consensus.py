@@ -33,6 +33,7 @@ from typing import Any, Literal
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
 from prm.records import ConsensusAnnotation, Solution, TrainingExample
+from prm.stage import StageCommand
 
 Rule = Literal["exact", "judge_only", "mc_only", "both_correct_or_same_error"]
 
@@ -302,16 +303,15 @@ def run_consensus(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
-    from prm.stage import add_config_args
-
-    p = sub.add_parser("consensus", help="keep solutions whose MC and judge first errors agree; training examples",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", default=None, help="solutions carrying both mc and judge annotations")
     p.add_argument("--mc", default=None, help="MC-labeled solutions (joined by id with --judge)")
     p.add_argument("--judge", default=None, help="judge-labeled solutions")
     p.add_argument("-o", "--output", required=True, help="all solutions with a consensus annotation")
     p.add_argument("--train", default=None, help="kept solutions as training examples (default OUT.train.jsonl)")
     p.add_argument("--report", default=None, help="report prefix: PREFIX.json and PREFIX.md (default OUT.report)")
-    add_config_args(p)
-    p.set_defaults(func=run_consensus)
+
+
+COMMAND = StageCommand(("consensus",), "keep solutions whose MC and judge first errors agree; training examples",
+                       _add_arguments, run_consensus, section="consensus", config=ConsensusConfig,
+                       description=__doc__)

@@ -50,6 +50,7 @@ from prm.generation import (
     make_generator,
 )
 from prm.records import JudgeAnnotation, Solution
+from prm.stage import StageCommand
 
 
 @dataclass
@@ -87,7 +88,7 @@ class JudgeConfig:
         return SamplingConfig(n=self.votes, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                               top_p=self.top_p, seed=self.seed)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
         if self.votes < 1:
             raise ConfigError(f"judge.votes must be at least 1, got {self.votes}")
         if self.votes > 1 and self.temperature == 0:
@@ -99,6 +100,9 @@ class JudgeConfig:
         for key in ("{problem}", "{paragraphs}"):
             if self.prompt and key not in self.prompt:
                 raise ConfigError(f"judge.prompt must contain {key}")
+
+    def check(self) -> None:
+        """Before judging: the files, which `-i` / `-o` may give after the section is loaded."""
         if not self.input:
             raise ConfigError("judge: no input file (give -i solutions.jsonl or input=...)")
         if not self.output:
@@ -301,16 +305,11 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(annotate_sub: argparse._SubParsersAction) -> None:
-    """`prm annotate judge`."""
-    from prm.stage import add_config_args, add_shard_arg
-
-    parser = annotate_sub.add_parser(
-        "judge", help="an LLM judge names the earliest wrong step of each solution",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", default=None, help="solutions JSONL (overrides judge.input)")
     parser.add_argument("-o", "--output", default=None, help="judged solutions JSONL (overrides judge.output)")
-    add_shard_arg(parser)
-    add_config_args(parser)
-    parser.set_defaults(func=_cmd_judge)
+
+
+COMMAND = StageCommand(("annotate", "judge"), "an LLM judge names the earliest wrong step of each solution",
+                       _add_arguments, _cmd_judge, section="judge", config=JudgeConfig, shards=True,
+                       description=__doc__)

@@ -53,6 +53,7 @@ from prm.errors import ConfigError, InputError, PrmError
 from prm.generation import Generator, GeneratorConfig, SamplingConfig, check_sampling
 from prm.jsonl import loads_strict
 from prm.records import MCAnnotation, Solution
+from prm.stage import StageCommand
 
 
 @dataclass
@@ -84,7 +85,7 @@ class MCConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
         if self.k < 1:
             raise ConfigError(f"mc.k must be at least 1, got {self.k}")
         if not 0.0 <= self.hard_threshold < 1.0:
@@ -463,7 +464,6 @@ def run_mc(args: argparse.Namespace) -> int:
     from prm.shards import in_shard, parse_shard, shard_path
 
     cfg = load_section(MCConfig, "mc", args.config, args.overrides)
-    cfg.validate()
     policy = policy_config(args.config, args.overrides)
     solutions = load_records(args.input, Solution, require_records=True)
     check_unique_ids(solutions, args.input)
@@ -551,13 +551,10 @@ def _check_same_settings(output: Path, cfg: MCConfig) -> None:
                                  "write to another output")
 
 
-def add_command(annotate_sub: argparse._SubParsersAction) -> None:
-    from prm.stage import add_config_args, add_shard_arg
-
-    p = annotate_sub.add_parser("mc", help="Monte Carlo rollout labels (exhaustive or binary search)",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", required=True, help="solutions JSONL")
     p.add_argument("-o", "--output", required=True, help="labeled solutions JSONL (resumable)")
-    add_shard_arg(p)
-    add_config_args(p)
-    p.set_defaults(func=run_mc)
+
+
+COMMAND = StageCommand(("annotate", "mc"), "Monte Carlo rollout labels (exhaustive or binary search)",
+                       _add_arguments, run_mc, section="mc", config=MCConfig, shards=True, description=__doc__)

@@ -31,6 +31,7 @@ from prm.errors import InputError, PrmError
 from prm.jsonl import iter_lines, parse_line, write_atomic
 from prm.records import record_id
 from prm.shards import parse_shard_path, shard_of, shard_path, shard_paths
+from prm.stage import StageCommand
 
 _SHOW = 10  # ids listed in an error before "... and K more"
 
@@ -207,12 +208,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(data_sub: argparse._SubParsersAction) -> None:
-    """`prm data merge`."""
-    parser = data_sub.add_parser(
-        "merge", help="join shard files by id, checking that no shard, record or id is missing",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+",
                         help="shard files, or with --shards N the unsharded output name (out.jsonl)")
     parser.add_argument("-o", "--output", required=True, help="merged JSONL file (written atomically)")
@@ -225,4 +221,7 @@ def add_command(data_sub: argparse._SubParsersAction) -> None:
                              "problem_id for sampling output)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="with --expect: write the output even if ids are missing (a warning)")
-    parser.set_defaults(func=_cmd_merge)
+
+
+COMMAND = StageCommand(("data", "merge"), "join shard files by id, checking that no shard, record or id is missing",
+                       _add_arguments, _cmd_merge, description=__doc__)

@@ -34,6 +34,7 @@ from prm.errors import ConfigError, InputError, PrmError
 from prm.hub import DATASETS_OFFLINE, hub_host, hub_offline, hub_reachable
 from prm.jsonl import check_unique_ids, is_json_array_file, iter_lines, parse_line, read_json, record_lines
 from prm.records import Problem
+from prm.stage import StageCommand
 from prm.steps import split_steps
 
 Source = Literal["gsm_symbolic", "jsonl", "hf"]
@@ -67,6 +68,12 @@ class ProblemsConfig:
         "raise", help="hf: a row without a usable gold answer stops the run (raise) or is skipped and counted"
     )
     output: str | None = option(None, help="output JSONL file of Problem records")
+
+    def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
+        if self.n < 0:
+            raise ConfigError(f"problems.n: must be >= 0 (0 = all), got {self.n}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError(f"problems.preset: unknown preset '{self.preset}'; choose from {sorted(PRESETS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,8 +270,6 @@ def _load_rows(config: ProblemsConfig) -> tuple[list[dict[str, Any]], str]:
 
 
 def _column_map(config: ProblemsConfig) -> dict[str, str]:
-    if config.preset is not None and config.preset not in PRESETS:
-        raise ConfigError(f"problems.preset: unknown preset '{config.preset}'; choose from {sorted(PRESETS)}")
     unknown = sorted(set(config.columns) - set(COLUMN_KEYS))
     if unknown:
         raise ConfigError(f"problems.columns: unknown key '{unknown[0]}'; valid keys: {', '.join(COLUMN_KEYS)}")
@@ -353,8 +358,6 @@ def hf_problems(config: ProblemsConfig) -> list[Problem]:
 
 def _pick(total: int, config: ProblemsConfig) -> list[int]:
     """Indices of the rows to use: all, the first n, or n seeded random ones (kept in file order)."""
-    if config.n < 0:
-        raise ConfigError(f"problems.n: must be >= 0 (0 = all), got {config.n}")
     indices = list(range(total))
     if config.n and config.n < total:
         if config.shuffle:
@@ -411,14 +414,7 @@ def _cmd_problems(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(data_sub: argparse._SubParsersAction) -> None:
-    """`prm data problems`."""
-    from prm.stage import add_config_args
-
-    parser = data_sub.add_parser(
-        "problems", help="write problems with gold answers (gsm_symbolic, a JSONL file, or a HF dataset)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=["gsm_symbolic", "jsonl", "hf"], default=None, help="problem source")
     parser.add_argument("-n", type=int, default=None, help="number of problems (0 = all for jsonl/hf)")
     parser.add_argument("--seed", type=int, default=None, help="generator / shuffle seed")
@@ -426,5 +422,8 @@ def add_command(data_sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None, help="hf: split (default test)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="hf: column preset")
     parser.add_argument("-o", "--output", default=None, help="output JSONL file")
-    add_config_args(parser)
-    parser.set_defaults(func=_cmd_problems)
+
+
+COMMAND = StageCommand(
+    ("data", "problems"), "write problems with gold answers (gsm_symbolic, a JSONL file, or a HF dataset)",
+    _add_arguments, _cmd_problems, section="problems", config=ProblemsConfig, description=__doc__)

@@ -36,6 +36,7 @@ from prm.generation import (
     make_generator,
 )
 from prm.records import Problem, Solution
+from prm.stage import StageCommand
 from prm.steps import SplitStyle, split_steps
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful mathematician. You solve problems step by step and check each step."
@@ -72,13 +73,16 @@ class SampleConfig:
         return SamplingConfig(n=self.n, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                               top_p=self.top_p, seed=self.seed, stop=list(self.stop) or None)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
         if self.n < 1:
             raise ConfigError(f"sample.n must be at least 1, got {self.n}")
         if self.batch_problems < 1:
             raise ConfigError(f"sample.batch_problems must be at least 1, got {self.batch_problems}")
         if "{problem}" not in self.user_template:
             raise ConfigError("sample.user_template must contain {problem}")
+
+    def check(self) -> None:
+        """Before sampling: the files, which `-i` / `-o` may give after the section is loaded."""
         if not self.input:
             raise ConfigError("sample: no input file (give -i problems.jsonl or input=...)")
         if not self.output:
@@ -204,16 +208,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
-    """`prm sample`."""
-    from prm.stage import add_config_args, add_shard_arg
-
-    parser = sub.add_parser(
-        "sample", help="sample step-by-step solutions from a policy model and grade them",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", default=None, help="problems JSONL (overrides sample.input)")
     parser.add_argument("-o", "--output", default=None, help="solutions JSONL (overrides sample.output)")
-    add_shard_arg(parser)
-    add_config_args(parser)
-    parser.set_defaults(func=_cmd_sample)
+
+
+COMMAND = StageCommand(("sample",), "sample step-by-step solutions from a policy model and grade them",
+                       _add_arguments, _cmd_sample, section="sample", config=SampleConfig, shards=True,
+                       description=__doc__)

@@ -43,6 +43,7 @@ from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
 from prm.generation import Completion, Prompt, SamplingConfig
 from prm.records import Problem, Solution, StepErrorItem
+from prm.stage import StageCommand
 
 GENERATOR_NAME = "testbed"
 
@@ -712,8 +713,7 @@ def run_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(data_sub: argparse._SubParsersAction) -> None:
-    p = data_sub.add_parser("testbed", help="synthetic solutions with known first errors (from gsm_symbolic)")
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", required=True, help="problems JSONL with meta.reference_steps")
     p.add_argument("-o", "--output", required=True, help="testbed solutions JSONL (resumable)")
     p.add_argument("--error-rate", type=float, default=0.5, help="share of solutions with an injected error")
@@ -724,4 +724,7 @@ def add_command(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout-fraction", type=float, default=0.0,
                    help="share of problems held out as ProcessBench-style items (needs --heldout-out)")
     p.add_argument("--heldout-out", default=None, help="StepErrorItem JSONL for the held-out problems")
-    p.set_defaults(func=run_testbed)
+
+
+COMMAND = StageCommand(("data", "testbed"), "synthetic solutions with known first errors (from gsm_symbolic)",
+                       _add_arguments, run_testbed)

@@ -1,14 +1,8 @@
-"""Subcommands of the evaluation stage (`prm score`, `prm eval ...`)."""
+"""The evaluation stage's commands (`prm score`, `prm eval ...`); the app (prm/stages.py) reads this list."""
 
 from __future__ import annotations
 
-import argparse
+from eval import commands, scoring_cli
+from prm.stage import StageCommand
 
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add `prm score` and the `prm eval` group to the top-level subparsers."""
-    from eval.commands import add_eval_group
-    from eval.scoring_cli import add_score_command
-
-    add_score_command(sub)
-    add_eval_group(sub)
+COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, *commands.COMMANDS]

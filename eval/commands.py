@@ -1,4 +1,4 @@
-"""The `prm eval` command group (registered from eval/cli.py).
+"""The `prm eval` commands (listed in eval/cli.py).
 
     prm eval bon -i scored_bon.jsonl -o reports/bon [--max-n 64] [--subsets 200] [--seed 0] [--model PATH]
     prm eval steps -i gsm8k.jsonl -i math.jsonl -o reports/steps [--threshold 0.5 | --fit-on gsm8k] [--bootstrap 1000]
@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 from typing import Any
 
-from prm.stage import add_config_args
+from eval.config import EvalConfig
+from prm.stage import StageCommand
 
 
 def _config(args: argparse.Namespace, **flags: Any) -> Any:
-    from eval.config import EvalConfig
     from prm.config import load_section
 
     cfg = load_section(EvalConfig, "eval", args.config, args.overrides)
@@ -133,15 +133,9 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
                        help="score every solution with this PRM checkpoint first (else step_scores must be present)")
     p.add_argument("--aggregations", default=None, metavar="A,B",
                    help="comma-separated aggregations: product,min,last,mean,geomean (default: all; the first is the headline)")
-    add_config_args(p)
 
 
-def add_eval_group(sub: argparse._SubParsersAction) -> None:
-    """Add `prm eval {bon,steps,rewardmath,pairwise,compare}` to the top-level subparsers."""
-    group = sub.add_parser("eval", help="evaluate a PRM: Best-of-N, step-error benchmarks, one-to-many, pairwise")
-    eval_sub = group.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
-
-    bon = eval_sub.add_parser("bon", help="Best-of-N: pass@N, maj@N, PRM@N, PRM-weighted vote, with intervals")
+def _add_bon_arguments(bon: argparse.ArgumentParser) -> None:
     bon.add_argument("-i", "--input", required=True,
                      help="BoN items with step_scores on candidates, or `prm sample` Solution records")
     bon.add_argument("--max-n", type=int, default=None, help="largest N (default: the smallest pool size)")
@@ -149,9 +143,9 @@ def add_eval_group(sub: argparse._SubParsersAction) -> None:
     bon.add_argument("--seed", type=int, default=None, help="seed for subsets and bootstrap")
     bon.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (0: no intervals)")
     _common(bon)
-    bon.set_defaults(func=_cmd_bon)
 
-    steps = eval_sub.add_parser("steps", help="ProcessBench first-error F1 and PRMBench step F1 / PRMScore")
+
+def _add_steps_arguments(steps: argparse.ArgumentParser) -> None:
     steps.add_argument("-i", "--input", required=True, action="append",
                        help="ProcessBench items or annotated Solution records (repeat for several splits)")
     steps.add_argument("--threshold", type=float, default=None, help="fixed threshold (default 0.5)")
@@ -164,23 +158,35 @@ def add_eval_group(sub: argparse._SubParsersAction) -> None:
     steps.add_argument("--confidence", type=float, default=None, help="interval level (default 0.95)")
     steps.add_argument("--seed", type=int, default=None, help="seed of the bootstrap resamples")
     _common(steps)
-    steps.set_defaults(func=_cmd_steps)
 
-    rm = eval_sub.add_parser("rewardmath", help="RewardMATH one-to-many accuracy and MRR")
+
+def _add_rewardmath_arguments(rm: argparse.ArgumentParser) -> None:
     rm.add_argument("-i", "--input", required=True, help="items with one correct and several incorrect solutions")
     _common(rm)
-    rm.set_defaults(func=_cmd_rewardmath)
 
-    pw = eval_sub.add_parser("pairwise", help="RewardBench-style chosen vs rejected accuracy (ties are wrong), "
-                                              "per subset, with RewardBench's section scores")
+
+def _add_pairwise_arguments(pw: argparse.ArgumentParser) -> None:
     pw.add_argument("-i", "--input", required=True, help="items with correct (chosen) and incorrect (rejected)")
     _common(pw)
-    pw.set_defaults(func=_cmd_pairwise)
 
-    cmp_ = eval_sub.add_parser("compare", help="several checkpoints: benchmarks beside BoN, with correlations")
+
+def _add_compare_arguments(cmp_: argparse.ArgumentParser) -> None:
     cmp_.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the comparison report")
     cmp_.add_argument("--target", default=None, help="BoN metric to correlate with (default eval.target)")
-    add_config_args(cmp_)
     cmp_.add_argument("--runs", required=True, nargs="+", metavar="NAME=REPORT_DIR",
                       help="one per checkpoint (a NAME may repeat to merge report folders)")
-    cmp_.set_defaults(func=_cmd_compare)
+
+
+def _eval(word: str, help: str, add_arguments: Any, run: Any) -> StageCommand:  # noqa: A002
+    return StageCommand(("eval", word), help, add_arguments, run, section="eval", config=EvalConfig)
+
+
+COMMANDS: list[StageCommand] = [
+    _eval("bon", "Best-of-N: pass@N, maj@N, PRM@N, PRM-weighted vote, with intervals", _add_bon_arguments, _cmd_bon),
+    _eval("steps", "ProcessBench first-error F1 and PRMBench step F1 / PRMScore", _add_steps_arguments, _cmd_steps),
+    _eval("rewardmath", "RewardMATH one-to-many accuracy and MRR", _add_rewardmath_arguments, _cmd_rewardmath),
+    _eval("pairwise", "RewardBench-style chosen vs rejected accuracy (ties are wrong), per subset, with "
+                      "RewardBench's section scores", _add_pairwise_arguments, _cmd_pairwise),
+    _eval("compare", "several checkpoints: benchmarks beside BoN, with correlations", _add_compare_arguments,
+          _cmd_compare),
+]

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prm.config import option
-from prm.errors import InputError, PrmError
-from prm.stage import add_config_args
+from prm.errors import ConfigError, InputError, PrmError
+from prm.stage import StageCommand
 
 
 @dataclass
@@ -29,17 +29,25 @@ class ScoreConfig:
     """The `score:` section of a config file (flags override it)."""
 
     model: str | None = option(None, help="PRM checkpoint: folder, hub id or embedded model name")
-    format: str = option("auto", help="auto, ours, qwen_prm, math_shepherd, rlhflow or skywork")
+    format: str = option("auto", help="auto (detected) or a format of prm.scoring.SCORERS: ours, qwen_prm, ...")
     batch_size: int = option(8, help="solutions per forward pass (sorted by length, so padding stays small)")
     max_tokens: int | None = option(None, help="also cap the padded tokens of a batch (long solutions)")
     device: str = option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     dtype: str = option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
     chunk: int = option(512, help="solutions scored between two writes to the output file")
 
+    def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
+        from prm.scoring import SCORERS
 
-def add_score_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="add PRM step scores to Solution, ProcessBench or BoN JSONL files",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if self.format != "auto" and self.format not in SCORERS:
+            raise ConfigError(f"score.format must be auto or one of {', '.join(SCORERS)}, got {self.format!r}")
+        for name in ("batch_size", "chunk", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"score.{name} must be at least 1, got {value}")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="PRM checkpoint (folder, hub id)")
     p.add_argument("--format", default=None, help="checkpoint format (default auto: detected)")
     p.add_argument("-i", "--input", required=True, help="Solution, StepErrorItem or BoN JSONL")
@@ -49,8 +57,6 @@ def add_score_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--no-resume", action="store_true", help="overwrite the output instead of resuming it")
-    add_config_args(p)
-    p.set_defaults(func=_cmd_score)
 
 
 def _config(args: argparse.Namespace) -> ScoreConfig:
@@ -62,8 +68,6 @@ def _config(args: argparse.Namespace) -> ScoreConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if not cfg.model:
         raise PrmError("prm score needs --model (or score.model in the config)")
-    if cfg.batch_size < 1 or cfg.chunk < 1 or (cfg.max_tokens is not None and cfg.max_tokens < 1):
-        raise PrmError("batch size, chunk and max tokens must be at least 1")
     return cfg
 
 
@@ -134,3 +138,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"scored {n_solutions} solution(s), {steps} step(s), {tokens} token(s) in {seconds:.1f} s: "
           f"{n_solutions / seconds:.2f} solutions/s, {tokens / seconds:.0f} tokens/s -> {args.output}")
     return 0
+
+
+COMMAND = StageCommand(("score",), "add PRM step scores to Solution, ProcessBench or BoN JSONL files",
+                       _add_arguments, _cmd_score, section="score", config=ScoreConfig, description=__doc__)

@@ -6,8 +6,9 @@
     prm data convert RewardMATH_direct.json rewardmath.jsonl --from rewardmath
     prm --help
 
-Each stage package adds its own subcommands through an `add_commands(subparsers)` function called
-below; heavy imports (torch, transformers) happen inside the command functions so `prm --help` is fast.
+The stage commands come from one list (`prm.stages.stage_commands`), each declared by its stage as a
+`prm.stage.StageCommand`; heavy imports (torch, transformers) happen inside the runners so `prm --help` is
+fast. `data validate`, `data convert`, `config get` and `run` are the app's own.
 User errors (bad input, bad config) print one line and exit 2, without a traceback.
 """
 
@@ -17,7 +18,14 @@ import argparse
 import sys
 
 from prm.errors import PrmError
-from prm.stage import INPUT_ARGS, OUTPUT_ARGS, refuse_output_over_input
+from prm.stage import (
+    INPUT_ARGS,
+    OUTPUT_ARGS,
+    StageCommand,
+    add_config_args,
+    add_shard_arg,
+    refuse_output_over_input,
+)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -56,7 +64,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_config_get(args: argparse.Namespace) -> int:
     import json
 
-    from prm.sections import config_value
+    from prm.stages import config_value
 
     value = config_value(args.key, args.config, args.overrides)
     print(value if isinstance(value, str) else json.dumps(value))
@@ -110,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="skip bad rows (reasons in DST.rejects.jsonl) instead of stopping")
     convert.set_defaults(func=_cmd_convert)
 
-    import data_synthesis.cli
-    import eval.cli
-    import train.cli
-
     config = sub.add_parser("config", help="read a config as the stages resolve it")
     config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
     get = config_sub.add_parser(
@@ -129,13 +133,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline YAML (e.g. configs/quickstart.yaml)")
     run.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. sample.n=8 train.max_steps=50")
     run.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
-    run.add_argument("--stages", default=None, help="comma-separated subset of stages to run (default: all)")
+    from prm.pipeline import JOBS
+
+    run.add_argument("--stages", default=None, help="comma-separated stages, or Slurm jobs "
+                                                    f"({', '.join(JOBS)}), to run (default: all)")
     run.set_defaults(func=_cmd_run)
 
-    data_synthesis.cli.add_commands(sub, data_sub)
-    train.cli.add_commands(sub)
-    eval.cli.add_commands(sub)
+    from prm.stages import stage_commands
+
+    groups = {"data": data_sub}
+    for command in stage_commands():
+        _add_stage_command(sub, groups, command)
     return parser
+
+
+# Command groups (`prm annotate mc`): help and the name of what follows the group's word.
+GROUPS = {
+    "annotate": ("label each step: Monte Carlo rollouts or an LLM judge", "ANNOTATOR"),
+    "eval": ("evaluate a PRM: Best-of-N, step-error benchmarks, one-to-many, pairwise", "BENCHMARK"),
+    "train-data": ("check training files, export them in TRL's format", "SUBCOMMAND"),
+}
+
+
+def _add_stage_command(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction],
+                       command: StageCommand) -> None:
+    """`prm WORDS...` for one stage command: its own arguments, then --shard and --config / key=value."""
+    *group_words, name = command.words
+    parent = sub
+    for word in group_words:
+        if word not in groups:
+            help_text, metavar = GROUPS[word]
+            group = sub.add_parser(word, help=help_text)
+            groups[word] = group.add_subparsers(dest=f"{word.replace('-', '_')}_command", metavar=metavar,
+                                                required=True)
+        parent = groups[word]
+    extra = {"description": command.description, "formatter_class": argparse.RawDescriptionHelpFormatter} \
+        if command.description else {}
+    parser = parent.add_parser(name, help=command.help, **extra)
+    command.add_arguments(parser)
+    if command.shards:
+        add_shard_arg(parser)
+    if command.section is not None:
+        add_config_args(parser)
+    parser.set_defaults(func=command.run)
 
 
 def main(argv: list[str] | None = None) -> int:

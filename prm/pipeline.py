@@ -158,16 +158,32 @@ STAGES = ("problems", "split", "sample", "annotate_mc", "annotate_judge", "conse
           "eval_steps_trained", "eval_bon_trained", "score_steps_untrained", "score_bon_untrained",
           "eval_steps_untrained", "eval_bon_untrained")
 
+# The Slurm jobs of slurm/submit_pipeline.sh that run stages of this chain (`prm run C --stages JOB`); MC
+# annotation runs as an array of `prm annotate mc` shards and training as `prm train` on several nodes.
+JOBS = {
+    "prep": ("problems", "split", "sample", "testbed", "testbed_to_trl", "heldout_to_trl"),
+    "judge": ("annotate_judge",),
+    "consensus": ("consensus",),
+    "eval": STAGES[STAGES.index("untrained"):],
+}
+
+
+def expand_stages(names: list[str]) -> list[str]:
+    """Stage names, with each Slurm job name (JOBS) replaced by its stages."""
+    out = [stage for name in names for stage in JOBS.get(name, (name,))]
+    unknown = sorted(set(out) - set(STAGES))
+    if unknown:
+        raise PrmError(f"unknown stage '{unknown[0]}'; stages: {', '.join(STAGES)}; jobs: {', '.join(JOBS)}")
+    return out
+
 
 def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stages: list[str] | None = None) -> Path:
-    """Run the chain; `stages` restricts it to those stages (the Slurm scripts run the rest as jobs)."""
-    unknown = sorted(set(stages or []) - set(STAGES))
-    if unknown:
-        raise PrmError(f"unknown stage '{unknown[0]}'; stages: {', '.join(STAGES)}")
+    """Run the chain; `stages` restricts it to those stages or jobs (the Slurm scripts run the rest as jobs)."""
+    stages = expand_stages(stages) if stages is not None else None
     bare = [o for o in overrides if "." not in o.split("=", 1)[0]]
     if bare:
         raise PrmError(f"`prm run` overrides name their section (sample.n=8, train.max_steps=50): got {bare[0]}")
-    from prm.sections import validate_sections
+    from prm.stages import validate_sections
 
     validate_sections(config, overrides)  # a typo in any section fails now, not when its stage comes
     run = load_section(RunConfig, "run", config, overrides)

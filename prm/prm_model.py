@@ -1,6 +1,6 @@
 """The PRM: a causal-LM backbone as a 2-label token classifier read at one step-marker token per step.
 
-Shared by training (`train/`) and scoring (`prm/scoring.py`, `eval/`), so both read the head at the same
+Shared by training (`train/`) and scoring (`prm/scoring/ours.py`, `prm score`), so both read the head at the same
 positions. The text of an example is the tokenizer's chat template with the problem as the user turn and
 the steps, each followed by the marker, as the assistant turn:
 
@@ -12,7 +12,7 @@ marker in the content is removed first). Class 1 of the head at a marker = P(ste
 
     model, tok = build_prm("smollm2-135m-instruct")          # backbone -> PRM (head new, body loaded)
     model, tok = load_prm("runs/tiny/final", "cpu", "fp32")  # a saved PRM folder
-    score_steps(model, tok, "What is 2+3?", ["2+3=5.", "The answer is 5."])  # -> [p1, p2]
+    load_scorer("runs/tiny/final").score(["What is 2+3?"], [["2+3=5.", "The answer is 5."]])  # prm.scoring
 
 A saved folder is plain transformers: `AutoModelForTokenClassification.from_pretrained(path)` plus
 `AutoTokenizer.from_pretrained(path)`; `config.step_marker` / `config.step_marker_id` name the marker.
@@ -192,54 +192,3 @@ def encode_steps(tokenizer: Any, problem: str, steps: list[str], max_length: int
         soft_labels=None if soft_labels is None else list(soft_labels[:keep]),
         n_steps_kept=keep,
     )
-
-
-def step_probabilities(logits: Any, positions: list[int]) -> list[float]:
-    """softmax over the 2 classes at the given positions of one row of logits -> P(class 1 = correct)."""
-    import torch
-
-    if not positions:
-        return []
-    rows = logits[torch.as_tensor(positions, device=logits.device)].float()
-    return torch.softmax(rows, dim=-1)[:, 1].tolist()
-
-
-def score_batch(model: Any, tokenizer: Any, problems: list[str], steps_list: list[list[str]],
-                batch_size: int = 8, max_length: int | None = None) -> list[list[float]]:
-    """P(step correct) for every step of every solution, one forward pass per solution, batched.
-
-    Rows are right-padded with an attention mask (causal: padding never changes earlier positions).
-    With `max_length`, steps past it are not scored and get no entry (fewer scores than steps).
-    """
-    import torch
-
-    if len(problems) != len(steps_list):
-        raise ValueError("problems and steps_list differ in length")
-    marker = getattr(model.config, "step_marker", STEP_MARKER)
-    encoded = [encode_steps(tokenizer, p, s, max_length=max_length, marker=marker)
-               for p, s in zip(problems, steps_list, strict=True)]
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[list[float]] = [[] for _ in encoded]
-    # Longest first keeps padding small; results go back to their input order.
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encoded[i].input_ids) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(encoded[i].input_ids)
-                ids[row, :n] = torch.tensor(encoded[i].input_ids)
-                mask[row, :n] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            for row, i in enumerate(idx):
-                out[i] = step_probabilities(logits[row], encoded[i].marker_positions)
-    return out
-
-
-def score_steps(model: Any, tokenizer: Any, problem: str, steps: list[str],
-                max_length: int | None = None) -> list[float]:
-    """P(step correct) for each step of one solution (one forward pass)."""
-    return score_batch(model, tokenizer, [problem], [steps], batch_size=1, max_length=max_length)[0]

@@ -1,6 +1,10 @@
-"""Command-line plumbing every stage shares: `--config` and `key=value` overrides, `--shard`, loading a stage's
-config section, and refusing to write over an input. A leaf of the library: stages import it, it imports no
-stage and nothing of the command-line app (`prm/cli.py`) on top.
+"""The stage contract and the command-line plumbing every stage shares.
+
+Each stage module declares its commands as `StageCommand`s: the command's words (`prm annotate mc`), its
+config section and dataclass, its own arguments and its runner. The app on top (`prm/stages.py`) collects them
+into one list that the CLI, `prm run`, `prm config get` and (through them) the Slurm scripts read.
+Also here: `--config` and `key=value` overrides, `--shard`, loading a stage's config section, and refusing to
+write over an input. A leaf of the library: stages import it, it imports no stage and nothing of the app.
 """
 
 from __future__ import annotations
@@ -8,9 +12,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from prm.config import load_section
 from prm.errors import PrmError
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """One `prm` command of a stage, declared beside its code.
+
+    The CLI makes `prm WORDS...`, calls `add_arguments(parser)`, then adds `--shard I/N` when `shards` is set
+    and `--config FILE` plus `key=value` overrides when `section` is set; `run(args)` returns the exit code.
+    `config` is the dataclass of the YAML section `section` (its `__post_init__` checks the values, so a bad
+    value fails wherever the section is loaded: the stage, `prm config get`, `prm run`'s up-front check).
+    """
+
+    words: tuple[str, ...]
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    section: str | None = None
+    config: type | None = None
+    shards: bool = False
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.section is None) != (self.config is None):
+            raise TypeError(f"prm {' '.join(self.words)}: give both section and config, or neither")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,7 @@ submit() {
 }
 # shellcheck disable=SC2086
 prep=$(submit -o "$logs/prep_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
-    problems,split,sample,testbed,testbed_to_trl,heldout_to_trl "${overrides[@]}")
+    prep "${overrides[@]}")
 # shellcheck disable=SC2086
 mc=$(submit --dependency=afterok:"$prep" --array=0-$((shards - 1)) -o "$logs/mc_%A_%a.log" $gpu \
     "$here/annotate.sbatch" "$shards" "$run_dir/samples.jsonl" "$run_dir/mc.jsonl" --config "$config" "${overrides[@]}")
@@ -58,7 +58,7 @@ merge=$(submit --dependency=afterok:"$mc" -o "$logs/merge_%j.log" \
     "$here/annotate_merge.sbatch" "$shards" "$run_dir/samples.jsonl" "$run_dir/mc.jsonl" "$run_dir/mc.jsonl")
 # shellcheck disable=SC2086
 judge=$(submit --dependency=afterok:"$prep" -o "$logs/judge_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
-    annotate_judge "${overrides[@]}")
+    judge "${overrides[@]}")
 consensus=$(submit --dependency=afterok:"$merge":"$judge" -o "$logs/consensus_%j.log" \
     "$here/run_stages.sbatch" "$config" consensus "${overrides[@]}")
 # shellcheck disable=SC2086
@@ -68,8 +68,7 @@ train=$(submit --dependency=afterok:"$consensus" -N "$nodes" --ntasks-per-node=1
     "train.data.val_files=[$run_dir/val.heldout.jsonl]")
 # shellcheck disable=SC2086
 eval=$(submit --dependency=afterok:"$train" -o "$logs/eval_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
-    untrained,sample_bon,score_steps_trained,score_bon_trained,eval_steps_trained,eval_bon_trained,score_steps_untrained,score_bon_untrained,eval_steps_untrained,eval_bon_untrained \
-    "${overrides[@]}")
+    eval "${overrides[@]}")
 echo "prep $prep, mc array $mc ($shards shards), merge $merge, judge $judge, consensus $consensus," \
      "train $train ($nodes node(s)), eval $eval; run dir $run_dir, logs in $logs"
 echo "$prep $mc $merge $judge $consensus $train $eval"

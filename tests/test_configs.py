@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prm.config import load_section, read_yaml
-from prm.sections import section_classes
+from prm.stages import section_classes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 YAML_FILES = sorted(CONFIGS.rglob("*.yaml"))
@@ -68,3 +69,57 @@ def test_config_get_and_run_fail_on_a_typo_anywhere(tmp_path, case):
     if case in ("override", "yaml_section"):
         run = _prm("run", args[0], f"run.run_dir={tmp_path / 'run'}", *args[2:], cwd=tmp_path)
         assert run.returncode == 2 and "Traceback" not in run.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mc.k=0", "mc.k must be at least 1, got 0"),
+    ("sample.n=0", "sample.n must be at least 1, got 0"),
+    ("judge.votes=0", "judge.votes must be at least 1, got 0"),
+    ("score.batch_size=0", "score.batch_size must be at least 1, got 0"),
+    ("problems.n=-1", "problems.n: must be >= 0"),
+])
+def test_out_of_range_values_fail_wherever_the_section_is_loaded(tmp_path, override, message):
+    """A section's value checks run when it is built, so `prm config get` and `prm run --dry-run` stop on them
+    (exit 2, the range message), not only the stage that reads the section."""
+    config = str(CONFIGS / "tiny.yaml")
+    section = override.split(".")[0]
+    key = {"mc": "mc.k", "sample": "sample.n", "judge": "judge.votes", "score": "score.batch_size",
+           "problems": "problems.n"}[section]
+    get = _prm("config", "get", config, key, override, cwd=tmp_path)
+    assert get.returncode == 2 and get.stdout == "" and message in get.stderr and "Traceback" not in get.stderr
+    run = _prm("run", "--dry-run", config, f"run.run_dir={tmp_path / 'run'}", override, cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert "[prm run]" not in run.stdout  # stopped before the first stage
+
+
+def test_every_stage_section_is_routed_by_the_override_parser():
+    """prm.config routes `section.key=value` overrides by section name; its list is the stage list's sections."""
+    from prm.config import _KNOWN_SECTIONS
+
+    assert _KNOWN_SECTIONS == set(section_classes())
+
+
+def test_each_stage_command_declares_a_dataclass_section():
+    from prm.stages import stage_commands
+
+    commands = stage_commands()
+    assert len({c.words for c in commands}) == len(commands), "two stage commands with the same words"
+    for command in commands:
+        if command.section is not None:
+            assert dataclasses.is_dataclass(command.config), command.words
+
+
+def test_run_stages_takes_the_slurm_job_names(tmp_path):
+    """slurm/submit_pipeline.sh runs `prm run --stages prep` etc.: a job name runs exactly its stages."""
+    from prm.pipeline import JOBS, STAGES
+
+    assert set(JOBS["prep"] + JOBS["judge"] + JOBS["consensus"] + JOBS["eval"]) | {"annotate_mc", "train"} \
+        == set(STAGES)
+    run = _prm("run", "--dry-run", str(CONFIGS / "tiny.yaml"), f"run.run_dir={tmp_path / 'run'}",
+               "--stages", "prep", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    printed = [line.split(":")[0].removeprefix("[prm run] ") for line in run.stdout.splitlines()
+               if line.startswith("[prm run]")]
+    assert printed == list(JOBS["prep"])
+    bad = _prm("run", "--dry-run", str(CONFIGS / "tiny.yaml"), "--stages", "prepp", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown stage 'prepp'" in bad.stderr and "jobs: prep" in bad.stderr

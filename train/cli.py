@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+from prm.stage import StageCommand
+from train.config import TrainConfig
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from prm.config import load_section
-    from train.config import TrainConfig
     from train.trainer import train
 
     cfg = load_section(TrainConfig, "train", args.config, args.overrides)
@@ -71,33 +73,42 @@ def _cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add `prm train` and `prm train-data` to the top-level subparsers."""
-    from prm.stage import add_config_args
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in output_dir (a fresh start if there is none)")
 
-    train = sub.add_parser("train", help="train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)")
-    add_config_args(train)
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the latest checkpoint in output_dir (a fresh start if there is none)")
-    train.set_defaults(func=_cmd_train)
 
-    data = sub.add_parser("train-data", help="check training files, export them in TRL's format")
-    data_sub = data.add_subparsers(dest="train_data_command", metavar="SUBCOMMAND", required=True)
-    formats = ["auto", "training", "trl", "math_shepherd", "prm800k", "processbench"]
-    check = data_sub.add_parser("check", help="validate and tokenize training files (what `prm train` does first)")
+_DATA_FORMATS = ["auto", "training", "trl", "math_shepherd", "prm800k", "processbench"]
+
+
+def _add_check_arguments(check: argparse.ArgumentParser) -> None:
     check.add_argument("files", nargs="+")
     check.add_argument("--model", default="smollm2-135m-instruct", help="whose tokenizer")
     check.add_argument("--max-length", type=int, default=2048)
-    check.add_argument("--format", default="auto", choices=formats)
-    check.set_defaults(func=_cmd_check)
-    export = data_sub.add_parser("export-trl", help="write training files as TRL stepwise JSONL")
+    check.add_argument("--format", default="auto", choices=_DATA_FORMATS)
+
+
+def _add_export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("files", nargs="+")
     export.add_argument("-o", "--output", required=True)
-    export.add_argument("--format", default="auto", choices=formats)
-    export.set_defaults(func=_cmd_export)
-    toy = data_sub.add_parser("toy", help="write toy labelled examples (running sums with one injected error)")
+    export.add_argument("--format", default="auto", choices=_DATA_FORMATS)
+
+
+def _add_toy_arguments(toy: argparse.ArgumentParser) -> None:
     toy.add_argument("-o", "--output", required=True)
     toy.add_argument("-n", type=int, default=64)
     toy.add_argument("--seed", type=int, default=0)
     toy.add_argument("--error-rate", type=float, default=0.5)
-    toy.set_defaults(func=_cmd_toy)
+
+
+# The training stage's commands; the app (prm/stages.py) reads this list.
+COMMANDS: list[StageCommand] = [
+    StageCommand(("train",), "train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)",
+                 _add_train_arguments, _cmd_train, section="train", config=TrainConfig),
+    StageCommand(("train-data", "check"), "validate and tokenize training files (what `prm train` does first)",
+                 _add_check_arguments, _cmd_check),
+    StageCommand(("train-data", "export-trl"), "write training files as TRL stepwise JSONL",
+                 _add_export_arguments, _cmd_export),
+    StageCommand(("train-data", "toy"), "write toy labelled examples (running sums with one injected error)",
+                 _add_toy_arguments, _cmd_toy),
+]

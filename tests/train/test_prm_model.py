@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prm.prm_model import (
-    add_step_marker,
-    build_prm,
-    encode_steps,
-    load_prm,
-    score_batch,
-    score_steps,
-)
+from prm.prm_model import add_step_marker, build_prm, encode_steps, load_prm
+from prm.scoring import load_scorer
 from prm.steps import STEP_MARKER
 
 # Step texts ending in characters that a BPE could merge with "<|prm_step|>".
@@ -87,6 +81,8 @@ def test_backbone_weights_load(tiny_model_dir, prm):
 
 
 def test_scoring_reads_training_positions(prm, tmp_path):
+    """The production scorer (`prm score`'s load_scorer -> OursScorer) reads P(correct) at the marker positions
+    that encode_steps gives training, alone and batched with padding."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     model, tok = prm
@@ -96,16 +92,18 @@ def test_scoring_reads_training_positions(prm, tmp_path):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0]
     expected = torch.softmax(logits[enc.marker_positions], -1)[:, 1].tolist()
-    assert score_steps(model, tok, problem, steps) == pytest.approx(expected, abs=1e-6)
-    # Batched with padding and different lengths: the same numbers.
-    batch = score_batch(model, tok, ["1?", problem, "long " * 40], [["a"], steps, ["b", "c"]], batch_size=3)
-    assert batch[1] == pytest.approx(expected, abs=1e-5)
-    assert [len(s) for s in batch] == [1, 3, 2]
-    # The saved folder loads with plain transformers and gives the same scores.
+    # The saved folder loads with plain transformers and with load_prm.
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     plain = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
     plain_tok = AutoTokenizer.from_pretrained(tmp_path)
     assert plain.config.step_marker_id == plain_tok.convert_tokens_to_ids(STEP_MARKER)
-    m2, t2 = load_prm(str(tmp_path), "cpu", "fp32")
-    assert score_steps(m2, t2, problem, steps) == pytest.approx(expected, abs=1e-6)
+    m2, _ = load_prm(str(tmp_path), "cpu", "fp32")
+    assert m2.config.step_marker_id == plain.config.step_marker_id
+    scorer = load_scorer(str(tmp_path), device="cpu", dtype="fp32")
+    assert scorer.format == "ours"
+    assert scorer.score([problem], [steps])[0] == pytest.approx(expected, abs=1e-6)
+    # Batched with padding and different lengths: the same numbers.
+    batch = scorer.score(["1?", problem, "long " * 40], [["a"], steps, ["b", "c"]], batch_size=3)
+    assert batch[1] == pytest.approx(expected, abs=1e-5)
+    assert [len(s) for s in batch] == [1, 3, 2]

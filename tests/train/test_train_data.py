@@ -162,9 +162,9 @@ def test_export_trl_roundtrip(tmp_path):
 
 
 def test_training_positions_are_scoring_positions(prm, tmp_path):
-    """P(correct) read at the training labels' positions of a packed batch == score_batch's scores."""
-    from prm.prm_model import score_batch
-    from train.data import read_examples
+    """P(correct) read at the training labels' positions of a packed batch == what `prm score` writes for the
+    same solutions (the production path for our checkpoints: format detection, OursScorer, batched one pass)."""
+    from prm.cli import main
 
     model, tok = prm
     path = _write(tmp_path / "t.jsonl", _examples(7))
@@ -182,7 +182,14 @@ def test_training_positions_are_scoring_positions(prm, tmp_path):
             assert labelled == ex.marker_positions
             from_training[ex.name] = probs[r, at:at + len(ex)][labelled].tolist()
             at += len(ex)
-    src = read_examples(path)
-    scored = score_batch(model, tok, [s.example.prompt for s in src], [s.example.completions for s in src], 3)
-    for s, scores in zip(src, scored, strict=True):
-        assert scores == pytest.approx(from_training[s.name], abs=1e-5)
+    model.save_pretrained(tmp_path / "prm")
+    tok.save_pretrained(tmp_path / "prm")
+    items = [{"id": row["id"], "generator": "test", "problem": row["prompt"], "steps": row["completions"],
+              "final_answer_correct": True, "label": -1} for row in _examples(7)]
+    _write(tmp_path / "items.jsonl", items)
+    assert main(["score", "--model", str(tmp_path / "prm"), "-i", str(tmp_path / "items.jsonl"),
+                 "-o", str(tmp_path / "scored.jsonl"), "--batch-size", "3", "--device", "cpu", "--dtype", "fp32"]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in scored] == [row["id"] for row in _examples(7)]
+    for s in scored:
+        assert s["step_scores"] == pytest.approx(from_training[s["id"]], abs=1e-5)

@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from prm.prm_model import encode_steps, load_prm, score_steps
+from prm.prm_model import encode_steps
+from prm.scoring import load_scorer
 from prm.steps import STEP_MARKER
 from train.toy_data import toy_examples
 
@@ -25,7 +26,8 @@ def _check_final_folder(final, examples):
     tok = AutoTokenizer.from_pretrained(final)
     mid = tok.convert_tokens_to_ids(STEP_MARKER)
     assert model.config.step_marker_id == mid and model.config.num_labels == 2
-    prm_model, prm_tok = load_prm(str(final), "cpu", "fp32")
+    scorer = load_scorer(str(final), device="cpu", dtype="fp32")  # what `prm score` uses
+    assert scorer.format == "ours"
     for ex in examples:
         enc = encode_steps(tok, ex.prompt, ex.completions)
         with torch.no_grad():
@@ -33,7 +35,7 @@ def _check_final_folder(final, examples):
         assert [enc.input_ids[p] for p in enc.marker_positions] == [mid] * len(ex.completions)
         plain = torch.softmax(logits[enc.marker_positions], -1)[:, 1].tolist()
         assert len(plain) == len(ex.completions) and all(0.0 <= p <= 1.0 for p in plain)
-        assert score_steps(prm_model, prm_tok, ex.prompt, ex.completions) == pytest.approx(plain, abs=1e-4)
+        assert scorer.score([ex.prompt], [ex.completions])[0] == pytest.approx(plain, abs=1e-4)
     return model
 
 

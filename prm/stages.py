@@ -1,7 +1,8 @@
-"""Which config dataclass reads which top-level section of a configs/*.yaml file.
+"""The one list of stage commands, read by the CLI (`prm --help` and every stage command), `prm run`,
+`prm config get` and, through those, the Slurm scripts. Part of the app on top of the stages.
 
-Imported lazily (stage modules import torch), used by `prm run`, `prm config get` and by the test that loads
-every config.
+Each stage package lists the `StageCommand`s its modules declare (`data_synthesis/cli.py`, `train/cli.py`,
+`eval/cli.py`); the sections of configs/*.yaml are those commands' sections plus `run:` (`prm run`'s own).
 """
 
 from __future__ import annotations
@@ -11,30 +12,29 @@ from typing import Any
 
 from prm.config import load_section, read_yaml, to_dict
 from prm.errors import ConfigError
+from prm.stage import StageCommand
+
+
+def stage_commands() -> list[StageCommand]:
+    """Every stage command, in `prm --help` order."""
+    import data_synthesis.cli
+    import eval.cli
+    import train.cli
+
+    return [*data_synthesis.cli.COMMANDS, *train.cli.COMMANDS, *eval.cli.COMMANDS]
 
 
 def section_classes() -> dict[str, type]:
-    """Section name -> config dataclass. Each stage adds its own line here."""
-    from data_synthesis.consensus import ConsensusConfig
-    from data_synthesis.judge import JudgeConfig
-    from data_synthesis.mc import MCConfig
-    from data_synthesis.problems import ProblemsConfig
-    from data_synthesis.sample import SampleConfig
-    from eval.config import EvalConfig
-    from eval.scoring_cli import ScoreConfig
+    """Section name -> config dataclass: `run` and every stage command's section."""
     from prm.pipeline import RunConfig
-    from train.config import TrainConfig
 
-    classes: dict[str, type] = {}
-    classes["run"] = RunConfig
-    classes["problems"] = ProblemsConfig
-    classes["sample"] = SampleConfig
-    classes["judge"] = JudgeConfig
-    classes["mc"] = MCConfig
-    classes["consensus"] = ConsensusConfig
-    classes["eval"] = EvalConfig
-    classes["score"] = ScoreConfig
-    classes["train"] = TrainConfig
+    classes: dict[str, type] = {"run": RunConfig}
+    for command in stage_commands():
+        if command.section is None:
+            continue
+        known = classes.setdefault(command.section, command.config)
+        if known is not command.config:
+            raise TypeError(f"section '{command.section}' is read by {known.__name__} and {command.config.__name__}")
     return classes
 
 
