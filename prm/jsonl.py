@@ -41,10 +41,10 @@ def is_blank(raw: bytes) -> bool:
 
 MAX_DEPTH = 100  # deeper nesting is no record of ours, and would overflow the parser or the writer
 _BOM = b"\xef\xbb\xbf"
-# Triggers for the (slower) walk over a parsed value, so that a clean line costs one C-level regex search:
-# a surrogate escape (a lone one would make a str that cannot be hashed as UTF-8 or written), an exponent or
-# a mantissa that may overflow a double, or enough brackets that the nesting may be too deep.
-_MAY_NEED_WALK = re.compile(rb"\\u[dD][89a-fA-F]|[eE][+]?\d{3}|\d{309}")
+# A surrogate escape: a lone one makes a str that cannot be encoded as UTF-8 (hashed, written). Finding one,
+# like a parser hook that saw NaN, an overflowing number or a duplicate key, or enough brackets that the
+# nesting may be too deep, triggers the (slower) walk over the parsed value; a clean line skips it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class JsonError(ValueError):
@@ -140,14 +140,21 @@ def loads_strict(text: str | bytes) -> Any:
             flagged.append(True)
         return obj
 
+    def checked_float(literal: str) -> float:
+        value = float(literal)
+        if math.isinf(value):  # 1e999
+            flagged.append(True)
+        return value
+
     try:
-        data = json.loads(text, object_pairs_hook=checked_object, parse_constant=non_finite)
+        data = json.loads(text, object_pairs_hook=checked_object, parse_constant=non_finite,
+                          parse_float=checked_float)
     except json.JSONDecodeError as exc:
         raise JsonError(f"invalid JSON: {exc.msg} at column {exc.colno}", line=exc.lineno) from None
     except RecursionError:
         raise JsonError(f"nested deeper than {MAX_DEPTH} levels") from None
-    raw = text.encode("utf-8", errors="surrogatepass")
-    if flagged or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _MAY_NEED_WALK.search(raw):
+    if (flagged or text.count("[") + text.count("{") > MAX_DEPTH
+            or ("\\u" in text and _SURROGATE_ESCAPE.search(text))):
         problem = first_problem(data)
         if problem is not None:
             raise problem

@@ -8,6 +8,7 @@ keys are kept in `extra` and written back, so a stage never drops what an earlie
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints once per class: evaluating the annotations was most of the cost of reading a file."""
+    return typing.get_type_hints(cls)
+
+
 @dataclass
 class Record:
     """Base class: JSON dict <-> dataclass with validation; unknown keys survive in `extra`."""
@@ -124,7 +131,7 @@ class Record:
     def from_dict(cls: type[R], data: dict[str, Any], _prefix: str = "") -> R:
         if not isinstance(data, dict):
             raise RecordError(None, f"expected a JSON object, got {_json_type(data)}")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "extra":
