@@ -20,7 +20,7 @@ labels (whether generated now or read from the cache), so a resumed run writes t
 
 Modes:
 - `exhaustive`: every prefix in order (Math-Shepherd). With `early_stop` (default on) a solution stops at
-  its first wrong prefix: later steps carry no label (DESIGN.md), so their rollouts would be wasted; with
+  its first wrong prefix: later steps carry no label (docs/DESIGN.md), so their rollouts would be wasted; with
   it off every prefix is rolled out and `values` is complete (soft labels for every step).
 - `binary`: OmegaPRM's binary search for the first prefix from which no rollout reaches the gold answer.
   It assumes monotonicity (once a prefix is wrong every longer one is), so it needs O(log n) prefixes.

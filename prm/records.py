@@ -1,4 +1,4 @@
-"""Typed records for every file the pipeline reads or writes (field names from DESIGN.md are the contract).
+"""Typed records for every file the pipeline reads or writes (field names are the contract: docs/DESIGN.md).
 
 Each record is a dataclass. `Record.from_dict` checks types and the rules that keep step labels aligned
 and raises `RecordError(field, message)` naming the first bad field (`candidates[2].steps`, say); unknown

@@ -1,6 +1,6 @@
 """A real Slurm (slurmctld + one slurmd per emulated node + munge) on this machine, for tests.
 
-Follows ../shared/notes/slurm-local.md: Debian's Slurm 22.05 as root, no systemd, no cgroups, several
+The setup: Debian's Slurm 22.05 as root, no systemd, no cgroups, several
 nodes emulated on localhost (one `slurmd -N nX` each on its own port). `ensure_installed()` installs the
 packages with apt-get when missing; `LocalSlurm.unavailable_reason()` says why it cannot run here.
 """
