@@ -107,8 +107,6 @@ class JudgeConfig:
             raise ConfigError("judge: no input file (give -i solutions.jsonl or input=...)")
         if not self.output:
             raise ConfigError("judge: no output file (give -o judged.jsonl or output=...)")
-        if self.backend == "simulated":
-            self.simulated.check()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class SimulatedJudgeConfig:
     unparsed: float = option(0.0, help="share of replies without a parsable verdict")
     seed: int = option(0, help="seed of every draw (per solution text and vote)")
 
+    def __post_init__(self) -> None:  # checked wherever the section is built, before any work
+        self.check()
+
     def check(self) -> None:
         for name in ("accuracy_erroneous", "accuracy_correct", "correlation", "unparsed"):
             value = getattr(self, name)

@@ -442,3 +442,11 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
                              [it.label for it in shown], "PRM step scores")
         report.figure(fig, "step_heatmap.png", "Step-score heatmap")
     return report.write(metrics)
+
+
+def resampled_metrics(items: Sequence[StepItem], threshold: float, counts: np.ndarray,
+                      after_error: str = "exclude") -> dict[str, np.ndarray]:
+    """Every metric of a scored PRM on `items` (one split) for each row of item weights `counts` (B, n), e.g.
+    the same bootstrap resamples for two models scored on the same items: a paired comparison."""
+    table, _ = _item_table(items, "prm", threshold, after_error)
+    return table.metrics(counts)

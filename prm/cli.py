@@ -83,6 +83,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablation(args: argparse.Namespace) -> int:
+    from prm.ablation import run_ablation
+
+    run_ablation(args.config, args.overrides)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation."
@@ -144,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {"data": data_sub}
     for command in stage_commands():
         _add_stage_command(sub, groups, command)
+
+    experiment = sub.add_parser("experiment", help="experiments built from the stages (see prm/ablation.py)")
+    experiment_sub = experiment.add_subparsers(dest="experiment", required=True)
+    ablation = experiment_sub.add_parser(
+        "ablation", help="MC-only vs judge-only vs consensus training data on the testbed (resumable)")
+    ablation.add_argument("--config", required=True, help="ablation YAML (configs/ablation_testbed.yaml)")
+    ablation.add_argument("overrides", nargs="*", metavar="section.key=value",
+                          help="e.g. ablation.seed=1 train.max_steps=120 mc.simulated.false_negative=0.3")
+    ablation.set_defaults(func=_cmd_ablation)
+
     return parser
 
 

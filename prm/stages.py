@@ -2,7 +2,8 @@
 `prm config get` and, through those, the Slurm scripts. Part of the app on top of the stages.
 
 Each stage package lists the `StageCommand`s its modules declare (`data_synthesis/cli.py`, `train/cli.py`,
-`eval/cli.py`); the sections of configs/*.yaml are those commands' sections plus `run:` (`prm run`'s own).
+`eval/cli.py`); the sections of configs/*.yaml are those commands' sections plus `run:` (`prm run`'s own) and
+`ablation:` (`prm experiment ablation`'s own).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ def stage_commands() -> list[StageCommand]:
 
 
 def section_classes() -> dict[str, type]:
-    """Section name -> config dataclass: `run` and every stage command's section."""
+    """Section name -> config dataclass: `run`, `ablation` and every stage command's section."""
+    from prm.ablation import AblationConfig
     from prm.pipeline import RunConfig
 
-    classes: dict[str, type] = {"run": RunConfig}
+    classes: dict[str, type] = {"run": RunConfig, "ablation": AblationConfig}
     for command in stage_commands():
         if command.section is None:
             continue

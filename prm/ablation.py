@@ -1,0 +1,418 @@
+"""`prm experiment ablation`: does consensus filtering train a better PRM than MC labels alone? A controlled
+data ablation on the synthetic testbed, where every label's truth is known.
+
+    prm experiment ablation --config configs/ablation_testbed.yaml          # the full run (see the README)
+    prm experiment ablation --config configs/ablation_quick.yaml            # a quick look
+    prm experiment ablation --config configs/ablation_testbed.yaml ablation.seed=1 mc.simulated.false_negative=0.3
+
+Stages (each a `prm` command run as a subprocess with the same config file, as `prm run` does; a finished
+stage is skipped on a rerun, so a killed run continues; training resumes from its last checkpoint):
+problems (gsm_symbolic) -> testbed (solutions with known first errors, incl. flawed steps with a right answer,
+held-out items by problem) -> `prm annotate mc` (the simulated MC annotator, section `mc:`) -> `prm annotate
+judge` (the simulated judge, section `judge:`) -> one training file per arm -> `prm train` per arm (section
+`train:`, the same steps and seed for every arm) -> `prm score` + `prm eval steps` on the same held-out items
+-> `RUN_DIR/report/`: report.json, report.md and ablation.png.
+
+Arms (`ablation.arms`):
+- `mc_only`: every MC label (`prm consensus rule=mc_only`); `judge_only`: every parsed judge label;
+- `consensus`: MC and judge agree on the first error (`rule=exact`, the Qwen2.5-Math-PRM filter);
+- `mc_matched`: a seeded random subset of the MC-only examples with the consensus arm's size and share of
+  examples with an error: the control that separates "cleaner labels" from "less data";
+- `consensus_soft`: the consensus examples with soft labels (MC values, soft cross-entropy, `loss=soft`);
+- `consensus_soft_mse`: the same with `loss=soft_mse` (MSE of P(correct) against the MC value);
+- `untrained`: the backbone with a fresh head (the same seed): the floor.
+The report gives per arm the examples, the class balance, the labels' accuracy against the truth (first error
+per example, and per labelled step) and the held-out step metrics with bootstrap intervals, plus paired
+bootstrap intervals of the differences (the same item resamples for both arms) for consensus vs each other arm.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prm.config import load_section, option
+from prm.errors import ConfigError, PrmError
+from prm.jsonl import load_records, write_atomic, write_text_atomic
+from prm.pipeline import Runner, save_untrained
+from prm.records import Solution, TrainingExample
+
+# arm -> (the consensus rule whose examples it trains on, the training loss); mc_matched and untrained are special
+ARMS: dict[str, tuple[str, str]] = {
+    "mc_only": ("mc_only", "hard"),
+    "judge_only": ("judge_only", "hard"),
+    "consensus": ("exact", "hard"),
+    "mc_matched": ("mc_only", "hard"),
+    "consensus_soft": ("exact", "soft"),
+    "consensus_soft_mse": ("exact", "soft_mse"),
+    "untrained": ("", ""),
+}
+# What the README's three questions compare: consensus against each of these, paired on the same items.
+COMPARISONS = ("mc_only", "mc_matched", "judge_only", "consensus_soft", "consensus_soft_mse", "untrained")
+SHOWN = ("step_auc", "f1", "acc_error", "acc_correct", "acc_error_answer_correct", "prmscore")
+NAMES = {"step_auc": "step AUC", "f1": "ProcessBench F1", "acc_error": "acc. erroneous", "acc_correct": "acc. correct",
+         "acc_error_answer_correct": "acc. erroneous, right answer", "prmscore": "PRMScore"}
+
+
+@dataclass
+class AblationConfig:
+    """Section `ablation:` of an ablation config (the other sections are the stages' own)."""
+
+    run_dir: str = option("runs/ablation", help="every output of the experiment goes here")
+    problems: int = option(600, help="gsm_symbolic problems drawn for the testbed")
+    problem_seed: int = option(0, help="seed of the problem draw")
+    per_problem: int = option(2, help="testbed solutions per problem")
+    error_rate: float = option(0.45, help="share of testbed solutions with an error carried to a wrong answer")
+    flawed_correct_rate: float = option(0.15, help="share with a wrong step whose value later steps do not use")
+    heldout_fraction: float = option(0.2, help="share of problems held out for the evaluation")
+    seed: int = option(0, help="seed of the testbed, the held-out split and the size-matched subset")
+    arms: list[str] = option(["untrained", "mc_only", "judge_only", "consensus", "mc_matched", "consensus_soft"],
+                             help=f"arms to train and evaluate, from: {', '.join(ARMS)}")
+    bootstrap: int = option(1000, help="bootstrap resamples of the held-out items for every interval")
+    confidence: float = option(0.95, help="interval level")
+    threshold: float = option(0.5, help="a step is predicted wrong below this score (fixed: no tuning on held-out)")
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ConfigError(f"ablation.arms: unknown arm '{unknown[0]}'; arms: {', '.join(ARMS)}")
+        if len(set(self.arms)) != len(self.arms) or not self.arms:
+            raise ConfigError("ablation.arms: name each arm once, at least one")
+        for name in ("problems", "per_problem"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ablation.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("error_rate", "flawed_correct_rate", "confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"ablation.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.error_rate + self.flawed_correct_rate > 1.0:
+            raise ConfigError("ablation.error_rate + ablation.flawed_correct_rate must be at most 1")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError(f"ablation.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+
+
+@dataclass
+class LabelStats:
+    """What one arm's training examples say, against the testbed's truth."""
+
+    examples: int = 0
+    with_error: int = 0  # examples whose labels flag a wrong step
+    steps: int = 0  # labelled steps
+    wrong_steps: int = 0  # ... labelled wrong
+    first_error_right: int = 0  # examples whose first flagged step (or none) is the true first error
+    steps_right: int = 0  # labelled steps whose label is the truth
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        def share(a: int, b: int) -> float | None:
+            return a / b if b else None
+
+        return {"examples": self.examples, "with_error_share": share(self.with_error, self.examples),
+                "labelled_steps": self.steps, "wrong_step_share": share(self.wrong_steps, self.steps),
+                "first_error_accuracy": share(self.first_error_right, self.examples),
+                "step_label_accuracy": share(self.steps_right, self.steps)}
+
+
+def label_stats(examples: list[TrainingExample], truth: dict[str, int]) -> LabelStats:
+    stats = LabelStats()
+    for ex in examples:
+        tfe = truth[str(ex.id)]
+        first = next((j for j, ok in enumerate(ex.labels) if not ok), -1)
+        stats.examples += 1
+        stats.with_error += first >= 0
+        stats.steps += len(ex.labels)
+        stats.wrong_steps += sum(not ok for ok in ex.labels)
+        stats.first_error_right += first == tfe
+        stats.steps_right += sum(ok == (tfe == -1 or j < tfe) for j, ok in enumerate(ex.labels))
+    return stats
+
+
+def matched_subset(pool: list[TrainingExample], like: list[TrainingExample], seed: int) -> list[TrainingExample]:
+    """A seeded random subset of `pool` with as many examples as `like` and the same number flagging an error."""
+    def flags(ex: TrainingExample) -> bool:
+        return not all(ex.labels)
+
+    want_err = sum(map(flags, like))
+    want_ok = len(like) - want_err
+    err = [ex for ex in pool if flags(ex)]
+    ok = [ex for ex in pool if not flags(ex)]
+    if want_err > len(err) or want_ok > len(ok):
+        raise PrmError(f"mc_matched: the MC arm has {len(err)} examples with an error and {len(ok)} without; the "
+                       f"consensus arm needs {want_err} and {want_ok}")
+    rng = random.Random(f"mc_matched:{seed}")
+    chosen = {id(ex) for ex in rng.sample(err, want_err) + rng.sample(ok, want_ok)}
+    return [ex for ex in pool if id(ex) in chosen]  # pool order: the trainer shuffles with its own seed
+
+
+def _prm(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prm", *args]
+
+
+def run_ablation(config: str, overrides: list[str]) -> Path:
+    """Run (or continue) the experiment; returns the report folder."""
+    from prm.stages import validate_sections
+
+    sections = validate_sections(config, overrides)  # every section's keys are checked before any work
+    ab = load_section(AblationConfig, "ablation", config, overrides)
+    for name in ("mc", "judge", "train"):
+        if name not in sections:
+            raise ConfigError(f"{config}: the ablation needs a `{name}:` section")
+    mc, judge = sections["mc"], sections["judge"]
+    if mc.backend != "simulated" or judge.backend != "simulated":
+        raise ConfigError(f"{config}: the ablation runs on the testbed's simulated annotators: set mc.backend and "
+                          "judge.backend to simulated")
+    rd = Path(ab.run_dir)
+    r = Runner(rd)
+    p = r.path
+    cfg = ["--config", config]
+    ov = [o for o in overrides if not o.startswith("ablation.")]
+    start = time.time()
+
+    r.stage("problems", _prm("data", "problems", "--source", "gsm_symbolic", "-n", str(ab.problems),
+                             "--seed", str(ab.problem_seed), "-o", p("problems.jsonl")))
+    r.stage("testbed", _prm("data", "testbed", "-i", p("problems.jsonl"), "-o", p("testbed.jsonl"),
+                            "--per-problem", str(ab.per_problem), "--error-rate", str(ab.error_rate),
+                            "--flawed-correct-rate", str(ab.flawed_correct_rate), "--seed", str(ab.seed),
+                            "--heldout-fraction", str(ab.heldout_fraction), "--heldout-out", p("heldout.jsonl")))
+    # The judge reads the MC output, so its correlation knob can see where MC erred.
+    r.stage("annotate_mc", _prm("annotate", "mc", *cfg, "-i", p("testbed.jsonl"), "-o", p("mc.jsonl"), *ov))
+    r.stage("annotate_judge", _prm("annotate", "judge", *cfg, "-i", p("mc.jsonl"), "-o", p("judged.jsonl"), *ov))
+
+    rules = sorted({ARMS[a][0] for a in ab.arms if ARMS[a][0]} | ({"exact", "mc_only"} if "mc_matched" in ab.arms
+                                                                    else set()))
+    for rule in rules:
+        r.stage(f"consensus_{rule}", _prm("consensus", *cfg, "-i", p("judged.jsonl"), "-o", p(f"data/{rule}.jsonl"),
+                                          "--train", p(f"data/{rule}.train.jsonl"), "--report",
+                                          p(f"data/{rule}.report"), *ov, f"consensus.rule={rule}"))
+    if "mc_matched" in ab.arms:
+        r.python_stage("mc_matched", f"mc_matched:{ab.seed}", lambda: write_atomic(p("data/mc_matched.train.jsonl"),
+                       matched_subset(load_records(p("data/mc_only.train.jsonl"), TrainingExample),
+                                      load_records(p("data/exact.train.jsonl"), TrainingExample), ab.seed)))
+
+    for arm in ab.arms:
+        rule, loss = ARMS[arm]
+        model = p(f"arms/{arm}/train/final")
+        if arm == "untrained":
+            model = p("arms/untrained/model")
+            r.python_stage("untrained", model, lambda m=model: save_untrained(config, ov, m))
+        else:
+            data = p("data/mc_matched.train.jsonl" if arm == "mc_matched" else f"data/{rule}.train.jsonl")
+            r.stage(f"train_{arm}", _prm("train", *cfg, *ov, f"train.output_dir={p(f'arms/{arm}/train')}",
+                                         f"train.data.train_files=[{data}]", "train.data.val_files=[]",
+                                         "train.eval_every=0", f"train.loss={loss}", "--resume"))
+        r.stage(f"score_{arm}", _prm("score", *cfg, "--model", model, "-i", p("heldout.jsonl"),
+                                     "-o", p(f"arms/{arm}/scored.jsonl"), *ov))
+        r.stage(f"eval_{arm}", _prm("eval", "steps", *cfg, "-i", p(f"arms/{arm}/scored.jsonl"),
+                                    "-o", p(f"arms/{arm}/eval"), "--threshold", str(ab.threshold),
+                                    "--bootstrap", str(ab.bootstrap), "--confidence", str(ab.confidence),
+                                    "--seed", str(ab.seed), *ov))
+    out = write_report(rd, ab, config, overrides, time.time() - start, r.timings)
+    print(f"[prm experiment] report: {out / 'report.md'}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _paired(rd: Path, ab: AblationConfig) -> dict[str, dict[str, Any]]:
+    """consensus minus each other arm, per metric: the point difference and a paired bootstrap interval."""
+    import numpy as np
+
+    from eval.bootstrap import group_rng, percentile_interval, resample_counts
+    from eval.data import load_step_items
+    from eval.step_error import resampled_metrics
+
+    if "consensus" not in ab.arms:
+        return {}
+    items = {arm: load_step_items(rd / "arms" / arm / "scored.jsonl") for arm in ab.arms}
+    n = len(items["consensus"])
+    counts = np.vstack([np.ones((1, n)), resample_counts(n, ab.bootstrap, group_rng(ab.seed, "ablation"))])
+    base = resampled_metrics(items["consensus"], ab.threshold, counts)
+    out = {}
+    for other in (a for a in COMPARISONS if a in ab.arms):
+        assert [it.id for it in items[other]] == [it.id for it in items["consensus"]], other
+        theirs = resampled_metrics(items[other], ab.threshold, counts)
+        row = {}
+        for key in SHOWN:
+            diff = base[key] - theirs[key]
+            low, high = percentile_interval(diff[1:, None], ab.confidence) if ab.bootstrap else (None, None)
+            point = None if np.isnan(diff[0]) else float(diff[0])
+            ci = None if low is None or np.isnan(low[0]) else [float(low[0]), float(high[0])]
+            row[key] = {"diff": point, "ci": ci, "separated": ci is not None and (ci[0] > 0 or ci[1] < 0)}
+        out[other] = row
+    return out
+
+
+def write_report(rd: Path, ab: AblationConfig, config: str, overrides: list[str], seconds: float,
+                 timings: dict[str, float]) -> Path:
+    """report.json, report.md and ablation.png under RUN_DIR/report from the arms' outputs."""
+    testbed = load_records(rd / "testbed.jsonl", Solution)
+    truth = {s.id: int(s.extra["true_first_error"]) for s in testbed}
+    judged = load_records(rd / "judged.jsonl", Solution)
+    annotators = {"mc": _annotator_accuracy(judged, "mc"), "judge": _annotator_accuracy(judged, "judge")}
+    arms: dict[str, Any] = {}
+    for arm in ab.arms:
+        rule, loss = ARMS[arm]
+        row: dict[str, Any] = {"loss": loss or None}
+        if arm != "untrained":
+            data = rd / "data" / ("mc_matched.train.jsonl" if arm == "mc_matched" else f"{rule}.train.jsonl")
+            examples = load_records(data, TrainingExample)
+            row["labels"] = label_stats(examples, truth).summary()
+            row["soft_labels"] = sum(ex.soft_labels is not None for ex in examples)
+        metrics = json.loads((rd / "arms" / arm / "eval" / "metrics.json").read_text())
+        average = metrics["sources"]["prm"]["average"]
+        row["heldout"] = {key: average.get(key) for key in SHOWN}
+        row["heldout_ci"] = {key: (average.get("ci") or {}).get(key) for key in SHOWN}
+        arms[arm] = row
+    report = {
+        "config": config, "overrides": overrides, "settings": _settings(config, overrides, ab),
+        "seconds_this_run": round(seconds, 1), "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "testbed": {"training_solutions": len(testbed),
+                    "with_error": sum(t >= 0 for t in truth.values()),
+                    "flawed_right_answer": sum(truth[s.id] >= 0 and s.correct for s in testbed)},
+        "heldout_items": _heldout_counts(rd / "arms" / ab.arms[0] / "eval" / "metrics.json"),
+        "annotators": annotators, "arms": arms, "consensus_minus": _paired(rd, ab),
+    }
+    out = rd / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    _timings_file = rd / "report" / "timings.json"  # wall time across resumed runs, added up
+    previous = json.loads(_timings_file.read_text()) if _timings_file.exists() else {}
+    total = {k: previous.get(k, 0.0) + v for k, v in report["stage_seconds"].items()}
+    total.update({k: v for k, v in previous.items() if k not in total})
+    write_text_atomic(_timings_file, json.dumps(total, indent=2) + "\n")
+    report["stage_seconds_all_runs"] = total
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.md", report_markdown(report))
+    _chart(report, out / "ablation.png")
+    return out
+
+
+def _settings(config: str, overrides: list[str], ab: AblationConfig) -> dict[str, Any]:
+    import dataclasses
+
+    from data_synthesis.judge import JudgeConfig
+    from data_synthesis.mc import MCConfig
+    from train.config import TrainConfig
+
+    mc = load_section(MCConfig, "mc", config, overrides)
+    judge = load_section(JudgeConfig, "judge", config, overrides)
+    train = load_section(TrainConfig, "train", config, overrides)
+    return {"ablation": dataclasses.asdict(ab),
+            "mc": {"mode": mc.mode, "k": mc.k, **dataclasses.asdict(mc.simulated)},
+            "judge": dataclasses.asdict(judge.simulated),
+            "train": {"model": train.model, "max_steps": train.max_steps, "trainable_layers": train.trainable_layers,
+                      "seed": train.seed, "lr": train.optim.lr, "class_weights": train.class_weights}}
+
+
+def _annotator_accuracy(records: list[Solution], which: str) -> dict[str, Any]:
+    err = [s for s in records if s.extra["true_first_error"] >= 0]
+    ok = [s for s in records if s.extra["true_first_error"] == -1]
+    flawed = [s for s in err if s.correct]
+
+    def acc(group: list[Solution]) -> float | None:
+        if not group:
+            return None
+        return sum(getattr(s, which).first_error == s.extra["true_first_error"] for s in group) / len(group)
+
+    return {"accuracy_on_erroneous": acc(err), "accuracy_on_correct": acc(ok),
+            "accuracy_on_flawed_right_answer": acc(flawed), "solutions": len(records)}
+
+
+def _heldout_counts(metrics_path: Path) -> dict[str, int]:
+    splits = json.loads(metrics_path.read_text())["sources"]["prm"]["splits"]
+    return {k: sum(s[k] for s in splits.values()) for k in ("n_error", "n_correct", "n_error_answer_correct")}
+
+
+def _pct(value: float | None, ci: list[float] | None = None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    text = f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+    return text + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    a, mc, judge, train = s["ablation"], s["mc"], s["judge"], s["train"]
+    ho = report["heldout_items"]
+    lines = [
+        "# Data ablation on the synthetic testbed",
+        "",
+        f"Testbed: {a['problems']} gsm_symbolic problems x {a['per_problem']} (seed {a['seed']}), error rate "
+        f"{a['error_rate']}, flawed-but-right-answer rate {a['flawed_correct_rate']}; "
+        f"{report['testbed']['training_solutions']} training solutions "
+        f"({report['testbed']['with_error']} with an error, {report['testbed']['flawed_right_answer']} of them with "
+        f"a right final answer); held out: {ho['n_error'] + ho['n_correct']} items ({ho['n_error']} erroneous, "
+        f"{ho['n_error_answer_correct']} of them with a right final answer).",
+        f"MC: simulated, {mc['mode']}, k={mc['k']}, per-rollout noise {mc['noise']}, false negatives "
+        f"{mc['false_negative']}, false positives {mc['false_positive']}. Judge: simulated, accuracy "
+        f"{judge['accuracy_erroneous']} (erroneous) / {judge['accuracy_correct']} (correct), correlation with MC "
+        f"errors {judge['correlation']}.",
+        f"Training: {train['model']}, {train['max_steps']} steps, top {train['trainable_layers']} blocks + head, seed "
+        f"{train['seed']}, lr {train['lr']}, class weights {train['class_weights']}. Threshold {a['threshold']} "
+        f"(fixed). Intervals: {100 * a['confidence']:g}% percentile bootstrap over held-out items "
+        f"({a['bootstrap']} resamples).",
+        "",
+        "Measured annotator accuracy against the truth (first error): "
+        + "; ".join(f"{name} {_pct(v['accuracy_on_erroneous'])} on erroneous, {_pct(v['accuracy_on_correct'])} on "
+                    f"correct, {_pct(v['accuracy_on_flawed_right_answer'])} on flawed-right-answer solutions"
+                    for name, v in report["annotators"].items()) + ".",
+        "",
+        "## Training data per arm",
+        "",
+        "| arm | loss | examples | with an error | wrong steps | first error = truth | step label = truth |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for arm, row in report["arms"].items():
+        lab = row.get("labels")
+        if lab is None:
+            lines.append(f"| {arm} | – | 0 | – | – | – | – |")
+            continue
+        lines.append(f"| {arm} | {row['loss']} | {lab['examples']} | {_pct(lab['with_error_share'])} | "
+                     f"{_pct(lab['wrong_step_share'])} | {_pct(lab['first_error_accuracy'])} | "
+                     f"{_pct(lab['step_label_accuracy'])} |")
+    lines += ["", "## Held-out metrics (%, with intervals)", "",
+              "| arm | " + " | ".join(NAMES[k] for k in SHOWN) + " |", "|---|" + "---:|" * len(SHOWN)]
+    for arm, row in report["arms"].items():
+        lines.append(f"| {arm} | " + " | ".join(_pct(row["heldout"][k], row["heldout_ci"][k]) for k in SHOWN) + " |")
+    if report["consensus_minus"]:
+        lines += ["", "## Consensus minus each arm (points, paired bootstrap interval; * = interval excludes 0)", "",
+                  "| vs | " + " | ".join(NAMES[k] for k in SHOWN) + " |", "|---|" + "---:|" * len(SHOWN)]
+        for other, row in report["consensus_minus"].items():
+            cells = [_pct(row[k]["diff"], row[k]["ci"], signed=True) + (" *" if row[k]["separated"] else "")
+                     for k in SHOWN]
+            lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    lines += ["", f"Wall time of this run: {report['seconds_this_run']:.0f} s.", "", "![arms](ablation.png)", ""]
+    return "\n".join(lines)
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = ("step_auc", "f1", "acc_error_answer_correct")
+    arms = list(report["arms"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8))
+    for ax, key in zip(axes, keys, strict=True):
+        values = [report["arms"][a]["heldout"][key] for a in arms]
+        cis = [report["arms"][a]["heldout_ci"][key] for a in arms]
+        y = np.array([100 * v if v is not None else np.nan for v in values])
+        err = np.array([[100 * (v - c[0]), 100 * (c[1] - v)] if c and v is not None else [0, 0]
+                        for v, c in zip(values, cis, strict=True)]).T
+        colors = ["#4c72b0" if a.startswith("consensus") else "#999999" if a == "untrained" else "#dd8452" for a in arms]
+        ax.bar(range(len(arms)), y, yerr=err, capsize=3, color=colors)
+        ax.set_xticks(range(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+        ax.set_title(NAMES[key], fontsize=10)
+        ax.set_ylabel("%")
+    fig.suptitle("Held-out step metrics per training arm (95% bootstrap intervals)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

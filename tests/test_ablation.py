@@ -1,0 +1,84 @@
+"""`prm experiment ablation`: the size-matched control, label accuracy against the truth, bad knobs, and the
+whole orchestration (every arm built, trained, scored, reported; a rerun skips finished stages) on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prm.ablation import label_stats, matched_subset
+from prm.cli import main
+from prm.records import TrainingExample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ex(i: int, labels: list[bool]) -> TrainingExample:
+    return TrainingExample(prompt="p", completions=[f"s{j}" for j in range(len(labels))], labels=labels, id=f"x{i}")
+
+
+def test_matched_subset_has_the_size_and_error_share_of_the_other_arm():
+    pool = [_ex(i, [True, False] if i % 3 == 0 else [True, True]) for i in range(90)]
+    like = [_ex(i, [False]) for i in range(7)] + [_ex(i, [True]) for i in range(13)]
+    sub = matched_subset(pool, like, seed=0)
+    assert len(sub) == 20 and sum(not all(e.labels) for e in sub) == 7
+    assert [e.id for e in sub] == [e.id for e in matched_subset(pool, like, seed=0)]
+    assert [e.id for e in sub] != [e.id for e in matched_subset(pool, like, seed=1)]
+    with pytest.raises(Exception, match="mc_matched"):
+        matched_subset(pool[:5], like, seed=0)
+
+
+def test_label_stats_against_the_truth():
+    truth = {"x0": -1, "x1": 1, "x2": 2}
+    examples = [_ex(0, [True, True, True]), _ex(1, [True, False]), _ex(2, [False])]  # right, right, too early
+    s = label_stats(examples, truth).summary()
+    assert s["examples"] == 3 and s["first_error_accuracy"] == pytest.approx(2 / 3)
+    assert s["labelled_steps"] == 6 and s["wrong_step_share"] == pytest.approx(2 / 6)
+    assert s["step_label_accuracy"] == pytest.approx(5 / 6)  # x2's step 0 is right, labelled wrong
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ablation.arms=[mc_only,nope]", "unknown arm 'nope'"),
+    ("judge.simulated.accuracy_correct=1.5", "judge.simulated.accuracy_correct must be in [0, 1]"),
+    ("ablation.error_rate=-0.2", "ablation.error_rate must be in [0, 1]"),
+    ("mc.simulated.false_negative=2", "mc.simulated.false_negative must be in [0, 1]"),
+])
+def test_bad_knobs_stop_before_any_work(tmp_path, capsys, override, message):
+    run_dir = tmp_path / "run"
+    code = main(["experiment", "ablation", "--config", str(ROOT / "configs/ablation_tiny.yaml"),
+                 f"ablation.run_dir={run_dir}", override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "prm", "experiment", "ablation", "--config", str(ROOT / "configs/ablation_tiny.yaml"),
+           f"ablation.run_dir={run_dir}", f"train.model={tiny_model_dir}"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"}
+    import os
+
+    env = {**os.environ, **env}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    arms = report["arms"]
+    assert list(arms) == ["untrained", "mc_only", "judge_only", "consensus", "mc_matched", "consensus_soft"]
+    cons, matched, mc = arms["consensus"]["labels"], arms["mc_matched"]["labels"], arms["mc_only"]["labels"]
+    assert matched["examples"] == cons["examples"] < mc["examples"]
+    assert matched["with_error_share"] == pytest.approx(cons["with_error_share"])
+    assert arms["consensus_soft"]["soft_labels"] == cons["examples"]  # exhaustive MC: every kept step has a value
+    for row in arms.values():
+        assert row["heldout"]["step_auc"] is not None and len(row["heldout_ci"]["step_auc"]) == 2
+    assert set(report["consensus_minus"]) == {"mc_only", "mc_matched", "judge_only", "consensus_soft", "untrained"}
+    assert report["annotators"]["judge"]["accuracy_on_correct"] is not None
+    assert (run_dir / "report" / "ablation.png").stat().st_size > 1000
+    assert "consensus" in (run_dir / "report" / "report.md").read_text()
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "train_consensus: done already, skipped" in again.stdout
