@@ -104,9 +104,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
-        return float(value)
+        return number
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
@@ -146,7 +150,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
         try:
-            value = load_yaml_text(raw) if raw != "" else ""
+            # A bare NaN or infinity is left to the option's type check, which names the key.
+            value = load_yaml_text(raw, allow_non_finite=True) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         except ConfigError as exc:
@@ -185,13 +190,16 @@ class _StrictYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml_text(text: str) -> Any:
-    """YAML as strict as our JSON: no duplicate keys, no .nan/.inf, no lone surrogate escape, at most
-    MAX_DEPTH levels (a ConfigError naming the key); yaml.YAMLError for bad syntax."""
+def load_yaml_text(text: str, allow_non_finite: bool = False) -> Any:
+    """YAML as strict as our JSON: no duplicate keys, no .nan/.inf (unless the whole text is that one
+    number and `allow_non_finite`), no lone surrogate escape, at most MAX_DEPTH levels (a ConfigError naming
+    the key); yaml.YAMLError for bad syntax."""
     try:
         data = yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
         raise ConfigError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if allow_non_finite and isinstance(data, float):
+        return data
     problem = first_problem(data)
     if problem is not None:
         raise ConfigError(f"key '{problem.field}': {problem.message}" if problem.field else problem.message)

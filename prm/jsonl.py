@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
-from prm.errors import InputError
+from prm.errors import InputError, PrmError
 from prm.records import Record, RecordError, guess_record_type, record_id
 
 R = TypeVar("R", bound=Record)
@@ -310,8 +310,15 @@ def validate_file(path: str | Path, record_type: type[Record] | None = None) -> 
 
 
 def dumps(record: Record | dict[str, Any]) -> str:
+    """One record as one line of JSON. NaN or an infinity (a score that overflowed, say) is refused with a
+    PrmError naming the record, rather than written as a line that no strict reader accepts."""
     data = record.to_dict() if isinstance(record, Record) else record
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        problem = first_problem(data)
+        where = f" field '{problem.field}'" if problem is not None and problem.field else ""
+        raise PrmError(f"record {record_id(data)!r}:{where} NaN or infinity is not JSON; not written") from None
 
 
 @contextmanager

@@ -208,3 +208,18 @@ def test_a_checkpoint_config_is_read_strictly(tmp_path):
     (tmp_path / "config.json").write_bytes(b'{"model_type": "llama", "model_type": "qwen2"}')
     with pytest.raises(InputError, match="config.json: field 'model_type': duplicate key"):
         read_config(str(tmp_path))
+
+
+def test_writing_nan_is_refused_and_nothing_is_torn(tmp_path):
+    from prm.errors import PrmError
+    from prm.jsonl import JsonlWriter, write_atomic
+
+    out = tmp_path / "scored.jsonl"
+    with JsonlWriter(out, resume=False) as writer:
+        writer.write({"id": "a", "step_scores": [0.5]})
+        with pytest.raises(PrmError, match=r"record 'b': field 'step_scores\[1\]' NaN or infinity is not JSON"):
+            writer.write({"id": "b", "step_scores": [0.5, float("nan")]})
+    assert out.read_text() == '{"id":"a","step_scores":[0.5]}\n'
+    with pytest.raises(PrmError, match="not written"):
+        write_atomic(tmp_path / "all.jsonl", [{"id": "a", "x": float("inf")}])
+    assert not (tmp_path / "all.jsonl").exists()

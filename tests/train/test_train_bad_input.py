@@ -35,7 +35,6 @@ def _error_line(capsys) -> str:
     ("optim.betas=[0.9,1.5]", "train.optim.betas"),
     ("optim.lr=-1", "train.optim.lr"),
     ("optim.lr=0", "train.optim.lr"),
-    ("optim.lr=.nan", "train.optim.lr"),
     ("optim.head_lr=-1e-3", "train.optim.head_lr"),
     ("optim.eps=0", "train.optim.eps"),
     ("optim.weight_decay=-0.1", "train.optim.weight_decay"),
@@ -61,6 +60,12 @@ def _error_line(capsys) -> str:
 def test_out_of_range_values_are_config_errors(override, key):
     with pytest.raises(ConfigError, match=rf"^{TINY}: {key} must be "):
         load_section(TrainConfig, "train", TINY, [override])
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "nan"])
+def test_non_finite_values_are_config_errors(value):
+    with pytest.raises(ConfigError, match=rf"^{TINY}: config key 'train.optim.lr': expected a finite number"):
+        load_section(TrainConfig, "train", TINY, [f"optim.lr={value}"])
 
 
 def test_lora_with_trainable_layers_is_rejected_at_load():
