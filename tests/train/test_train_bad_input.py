@@ -10,10 +10,9 @@ import pytest
 from prm.cli import main
 from prm.config import load_section
 from prm.errors import ConfigError, InputError
+from tests.train.trainer_helpers import REPO
 from train.config import TrainConfig
 from train.trainer import deepspeed_config, read_losses
-
-from .trainer_helpers import REPO
 
 TINY = str(REPO / "configs" / "train_tiny.yaml")
 

@@ -88,7 +88,7 @@ def test_pack_rows_fit():
     assert len(rows) == 3
 
 
-@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("kind", ["hard", "soft", "soft_mse"])
 def test_packed_loss_equals_padded_loss(prm, tmp_path, kind):
     model, tok = prm
     data = load_tokenized([_write(tmp_path / "t.jsonl", _examples(9))], tok, 4096)
@@ -122,6 +122,13 @@ def test_losses_hand_computed():
     s, n = step_loss_sum(logits, labels, soft, "soft")
     want = -(0.75 * lp[1, 0] + 0.25 * lp[1, 1] + lp[2, 1])
     assert s.item() == pytest.approx(want.item(), abs=1e-6)
+    # soft_mse: (P(correct) - v)^2, each step weighted by its target mass [1-v, v] of the class weights
+    p1 = lp.exp()[:, 1]
+    s, n = step_loss_sum(logits, labels, soft, "soft_mse", [2.0, 1.0])
+    want = (2 * 0.75 + 0.25) * (p1[1] - 0.25) ** 2 + (p1[2] - 1.0) ** 2
+    assert n == 2 and s.item() == pytest.approx(want.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="no soft target"):
+        step_loss_sum(logits, labels, torch.full((1, 3), float("nan")), "soft_mse")
     # A soft target of exactly 0/1 equals the hard loss.
     assert step_loss(logits, labels, labels.clamp(min=0).float(), "soft").item() == pytest.approx(
         step_loss(logits, labels, None, "hard").item(), abs=1e-6)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .trainer_helpers import base_overrides, losses, run_train, write_toy
+from tests.train.trainer_helpers import base_overrides, losses, run_train, write_toy
 
 pytestmark = pytest.mark.slow
 STEPS = 6

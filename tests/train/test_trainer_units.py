@@ -9,10 +9,9 @@ import pytest
 
 from prm.config import load_section
 from prm.errors import ConfigError
+from tests.train.trainer_helpers import REPO, run_train
 from train.config import TrainConfig
 from train.trainer import deepspeed_config, freeze_lower_layers, lr_lambda, parameter_groups, step_metrics
-
-from .trainer_helpers import REPO, run_train
 
 
 def test_step_metrics_hand_values():
@@ -120,3 +119,20 @@ def test_bad_training_file_fails_before_training(tmp_path, tiny_model_dir):
     assert len(err) == 1 and "Traceback" not in res.stderr
     assert f"{data}:2" in err[0] and "bad-one" in err[0] and "labels" in err[0]
     assert not out.exists()  # nothing was trained or written
+
+
+def test_soft_loss_on_an_example_without_soft_labels_fails_naming_it(tmp_path, tiny_model_dir):
+    """loss=soft* never falls back to hard labels: a record without soft_labels stops the run before training."""
+    rows = [{"id": "a", "prompt": "p", "completions": ["s1", "s2"], "labels": [True, False],
+             "soft_labels": [0.75, 0.0]},
+            {"id": "no-soft", "prompt": "p", "completions": ["s1", "s2"], "labels": [True, False]}]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    res = run_train(["model=" + tiny_model_dir, f"output_dir={out}", f"data.train_files=[{data}]",
+                     "data.val_files=[]", "loss=soft_mse"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in res.stderr
+    assert f"{data}:2" in err[0] and "no-soft" in err[0] and "soft_labels" in err[0] and "soft_mse" in err[0]
+    assert not out.exists()
