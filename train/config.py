@@ -55,7 +55,9 @@ class DataConfig:
 class TrainConfig:
     model: str = option("smollm2-135m-instruct", help="backbone: embedded name, hub id or local folder")
     output_dir: str = option("runs/prm", help="checkpoints, losses.jsonl, final/ (the HF folder)")
-    loss: Literal["hard", "soft"] = option("hard", help="hard: CE on labels; soft: CE against [1-v, v] MC values")
+    loss: Literal["hard", "soft", "soft_mse"] = option(
+        "hard", help="hard: CE on labels; soft: CE against [1-v, v] MC values; soft_mse: (P(correct) - v)^2 "
+                     "against MC values (the Qwen PRM paper's soft labels); soft* need soft_labels on every example")
     class_weights: list[float] = option([1.0, 1.0], help="[weight of wrong steps, weight of correct steps]")
     deepspeed: str = option("zero2", help="zero2 | zero3 | a DeepSpeed JSON path ('auto' values filled in)")
     precision: Literal["bf16", "fp32"] = option("bf16", help="bf16 mixed precision or fp32")

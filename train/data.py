@@ -134,7 +134,8 @@ def _guess_format(row: dict[str, Any], path: str, rowno: int) -> str:
 def tokenize_examples(examples: Iterable[SourcedExample], tokenizer: Any, max_length: int) -> list[Tokenized]:
     """encode_steps on every example; raises InputError for an example with no step inside max_length.
 
-    Soft targets: the record's `soft_labels`, else its hard labels as 0/1 (so mixed files train)."""
+    Soft targets: the record's `soft_labels`, else its hard labels as 0/1 (used only by validation and the
+    hard loss; a soft loss requires soft_labels, see load_tokenized)."""
     from prm.prm_model import encode_steps
 
     out: list[Tokenized] = []
@@ -153,8 +154,11 @@ def tokenize_examples(examples: Iterable[SourcedExample], tokenizer: Any, max_le
     return out
 
 
-def load_tokenized(paths: list[str], tokenizer: Any, max_length: int, fmt: str = "auto") -> list[Tokenized]:
-    """Read, validate and tokenize every file (all before training starts)."""
+def load_tokenized(paths: list[str], tokenizer: Any, max_length: int, fmt: str = "auto",
+                   soft_loss: str | None = None) -> list[Tokenized]:
+    """Read, validate and tokenize every file (all before training starts). With `soft_loss` (the name of a
+    soft loss) every example must carry soft_labels: falling back to its hard labels would quietly train
+    another objective than the one asked for."""
     if not paths:
         raise ConfigError("no training files: set data.train_files")
     examples: list[SourcedExample] = []
@@ -162,6 +166,13 @@ def load_tokenized(paths: list[str], tokenizer: Any, max_length: int, fmt: str =
         examples.extend(read_examples(path, fmt))
     if not examples:
         raise ConfigError(f"no training examples in {paths}")
+    if soft_loss is not None:
+        for src in examples:
+            if src.example.soft_labels is None:
+                raise InputError(src.path, src.line, "soft_labels",
+                                 f"record {src.name}: loss={soft_loss} needs soft labels (MC values) on every "
+                                 "example; this one has none (binary-search MC leaves steps without a value: "
+                                 "use mc mode=exhaustive, or loss=hard)")
     return tokenize_examples(examples, tokenizer, max_length)
 
 

@@ -1,8 +1,12 @@
-"""Step losses at marker positions: hard labels (2-class cross-entropy) or soft labels (MC values).
+"""Step losses at marker positions: hard labels or soft labels (MC values v in [0, 1]).
 
-Both return (sum, count) over the labelled positions so that a batch split into micro-batches, packed or
+  hard      2-class cross-entropy on the 0/1 label
+  soft      cross-entropy against the target distribution [1-v, v]
+  soft_mse  (P(correct) - v)^2, the Qwen2.5-Math-PRM paper's soft-label objective (MC value regression)
+
+Each returns (sum, count) over the labelled positions so that a batch split into micro-batches, packed or
 padded, averages the same way: loss = sum / count. `class_weights = [w_wrong, w_correct]` scales each
-class's term (soft: the [1-v, v] target mass of each class).
+class's term (soft and soft_mse: weighted by the [1-v, v] target mass of each class).
 """
 
 from __future__ import annotations
@@ -10,14 +14,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 IGNORE_INDEX = -100
-LossKind = Literal["hard", "soft"]
+LossKind = Literal["hard", "soft", "soft_mse"]
+SOFT_LOSSES = ("soft", "soft_mse")
 
 
 def step_loss_sum(logits: Any, labels: Any, soft: Any | None = None, kind: LossKind = "hard",
                   class_weights: list[float] | None = None) -> tuple[Any, int]:
     """logits (B, T, 2), labels (B, T) with -100 off markers, soft (B, T) values in [0, 1] at markers.
 
-    hard: -w[y] log p[y];  soft: -(w0 (1-v) log p0 + w1 v log p1).  Returns (sum as a 0-dim tensor, count).
+    hard: -w[y] log p[y];  soft: -(w0 (1-v) log p0 + w1 v log p1);  soft_mse: (w0 (1-v) + w1 v) (p1 - v)^2.
+    Returns (sum as a 0-dim tensor, count).
     """
     import torch
 
@@ -31,13 +37,19 @@ def step_loss_sum(logits: Any, labels: Any, soft: Any | None = None, kind: LossK
     if kind == "hard":
         y = labels[mask]
         per = -logp.gather(1, y.unsqueeze(1)).squeeze(1) * w[y]
-    elif kind == "soft":
+    elif kind in SOFT_LOSSES:
         if soft is None:
-            raise ValueError("soft loss needs soft targets")
-        v = soft[mask].to(logp.dtype).clamp(0.0, 1.0)
-        per = -(w[0] * (1.0 - v) * logp[:, 0] + w[1] * v * logp[:, 1])
+            raise ValueError(f"{kind} loss needs soft targets")
+        v = soft[mask].to(logp.dtype)
+        if torch.isnan(v).any():
+            raise ValueError(f"{kind} loss: a labelled step has no soft target")
+        v = v.clamp(0.0, 1.0)
+        if kind == "soft":
+            per = -(w[0] * (1.0 - v) * logp[:, 0] + w[1] * v * logp[:, 1])
+        else:
+            per = (w[0] * (1.0 - v) + w[1] * v) * (logp[:, 1].exp() - v) ** 2
     else:
-        raise ValueError(f"unknown loss {kind!r}: hard or soft")
+        raise ValueError(f"unknown loss {kind!r}: hard, soft or soft_mse")
     return per.sum(), count
 
 

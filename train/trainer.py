@@ -35,6 +35,7 @@ from prm.jsonl import read_json
 from prm.prm_model import is_head_parameter
 from prm.steps import STEP_MARKER
 from train.config import TrainConfig
+from train.losses import SOFT_LOSSES
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: checkpointed on a signal; rerun with --resume
 _REPO = Path(__file__).resolve().parent.parent
@@ -313,7 +314,8 @@ class Trainer:
         tok = load_tokenizer(cfg.model)
         add_step_marker(tok)
         self.pack_length = cfg.data.pack_length or cfg.data.max_length
-        self.train_data = load_tokenized(cfg.data.train_files, tok, cfg.data.max_length, cfg.data.format)
+        self.train_data = load_tokenized(cfg.data.train_files, tok, cfg.data.max_length, cfg.data.format,
+                                         soft_loss=cfg.loss if cfg.loss in SOFT_LOSSES else None)
         val_data = load_tokenized(cfg.data.val_files, tok, cfg.data.max_length, cfg.data.format) \
             if cfg.data.val_files else []
         self.batches_per_epoch = len(make_batches(self.train_data, cfg.data.micro_batch_size, cfg.data.packing,
