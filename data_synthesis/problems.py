@@ -1,6 +1,7 @@
 """Problem sources: math word problems with gold answers (and reference solutions split into steps).
 
     prm data problems --source gsm_symbolic -n 50 -o problems.jsonl [--seed S]
+    prm data problems --source chain_sum -n 50 -o problems.jsonl chain_terms=[3,4] chain_digits=1
     prm data problems --source jsonl --path my_problems.jsonl -o problems.jsonl
     prm data problems --source hf --preset gsm8k --path gsm8k_test.parquet -o problems.jsonl
     prm data problems --source hf --preset gsm8k --path openai/gsm8k subset=main --split test -o problems.jsonl
@@ -12,6 +13,12 @@ Sources:
   problems of a seed are the same whatever `n`). `meta.reference_steps` is the reference solution split into
   steps (one a line, or one a paragraph where it has paragraphs); its `#### N` line becomes the step
   `answer_step` ("The answer is N.").
+- `chain_sum`: reasoning-gym's chain arithmetic (`a + b - c + d`, `chain_terms` terms of `chain_digits`
+  digits) as step-by-step problems: "Compute 4 + 1 + 7 - 3.", reference steps one operation a line from left
+  to right (`4 + 1 = 5`, `5 + 7 = 12`, `12 - 3 = 9`) and the answer step. Only chains whose running total
+  never drops below 0 are kept (the testbed reads and changes unsigned numbers); ids
+  `chain_sum-<seed>-<index>` keep reasoning-gym's index, so the first k problems are the same whatever `n`.
+  Small enough for the embedded 135M model to solve some of the time (see bench/policy_prompt.py).
 - `jsonl`: a local file of Problem records, validated line by line.
 - `hf`: a Hugging Face dataset id (where the network allows) or a local json/jsonl/parquet/csv file (or a
   `save_to_disk` folder), with a column mapping. Presets: `gsm8k` (question / answer with the rationale and
@@ -37,7 +44,8 @@ from prm.records import Problem
 from prm.stage import StageCommand
 from prm.steps import split_steps
 
-Source = Literal["gsm_symbolic", "jsonl", "hf"]
+Source = Literal["gsm_symbolic", "chain_sum", "jsonl", "hf"]
+SOURCES = ("gsm_symbolic", "chain_sum", "jsonl", "hf")
 COLUMN_KEYS = ("id", "problem", "answer", "solution")
 
 # preset -> default column mapping (a user's `columns` entries override these)
@@ -51,9 +59,12 @@ PRESETS: dict[str, dict[str, str]] = {
 class ProblemsConfig:
     """Section `problems:` of a config file."""
 
-    source: Source = option("gsm_symbolic", help="gsm_symbolic (reasoning-gym), jsonl (Problem records) or hf")
-    n: int = option(0, help="number of problems; 0 = all (jsonl, hf); gsm_symbolic needs n >= 1")
-    seed: int = option(0, help="gsm_symbolic generator seed; also the shuffle seed")
+    source: Source = option(
+        "gsm_symbolic", help="gsm_symbolic or chain_sum (reasoning-gym), jsonl (Problem records) or hf")
+    n: int = option(0, help="number of problems; 0 = all (jsonl, hf); gsm_symbolic and chain_sum need n >= 1")
+    seed: int = option(0, help="gsm_symbolic / chain_sum generator seed; also the shuffle seed")
+    chain_terms: list[int] = option([3, 4], help="chain_sum: fewest and most terms of a chain")
+    chain_digits: int = option(1, help="chain_sum: digits of each term")
     path: str | None = option(None, help="jsonl: file of Problem records; hf: hub dataset id or local file/folder")
     subset: str | None = option(None, help="hf: dataset configuration name on the hub (gsm8k: main)")
     split: str = option("test", help="hf: split to read (hub datasets and save_to_disk folders)")
@@ -178,6 +189,62 @@ def gsm_symbolic_problems(n: int, seed: int, answer_step: str = "The answer is {
             meta={"reference_steps": steps, "seed": seed, "index": index,
                   "difficulty": meta.get("difficulty")},
         ))
+    return problems
+
+
+def chain_steps(expression: str) -> tuple[list[int], list[str]] | None:
+    """(running totals, steps) of `a + b - c ...` worked left to right, one operation a line; None when a
+    running total drops below 0."""
+    tokens = expression.split()
+    total = int(tokens[0])
+    totals, steps = [total], []
+    for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
+        new = total + int(term) if op == "+" else total - int(term)
+        if new < 0:
+            return None
+        steps.append(f"{total} {op} {term} = {new}")
+        total = new
+        totals.append(total)
+    return totals, steps
+
+
+def chain_sum_problems(n: int, seed: int, terms: list[int], digits: int,
+                       answer_step: str = "The answer is {answer}.") -> list[Problem]:
+    """The first n non-negative chains of reasoning-gym's chain_sum generator (see the module docstring)."""
+    if n < 1:
+        raise ConfigError("problems.n: chain_sum needs n >= 1 (the number of problems to generate)")
+    if len(terms) != 2 or not 2 <= terms[0] <= terms[1]:
+        raise ConfigError(f"problems.chain_terms: [fewest, most] terms with 2 <= fewest <= most, got {terms}")
+    if digits < 1:
+        raise ConfigError(f"problems.chain_digits must be at least 1, got {digits}")
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise PrmError("source chain_sum needs the package reasoning-gym: pip install reasoning-gym") from None
+    problems: list[Problem] = []
+    size = 4 * n + 64  # about half the chains stay non-negative; grown below if that is not enough
+    while len(problems) < n:
+        dataset = reasoning_gym.create_dataset("chain_sum", size=size, seed=seed, min_terms=terms[0],
+                                               max_terms=terms[1], min_digits=digits, max_digits=digits)
+        problems = []
+        for index in range(size):
+            entry = dataset[index]
+            expression = entry["metadata"]["expression"]
+            worked = chain_steps(expression)
+            if worked is None:
+                continue
+            answer = str(worked[0][-1])
+            if answer != clean_number(str(entry["answer"])):
+                raise PrmError(f"chain_sum seed {seed} item {index}: answer {entry['answer']!r} disagrees with "
+                               f"the worked steps' {answer}")
+            steps = worked[1] + ([answer_step.replace("{answer}", answer)] if answer_step else [])
+            problems.append(Problem(
+                id=f"chain_sum-{seed}-{index}", problem=f"Compute {expression}.", answer=answer, source="chain_sum",
+                meta={"reference_steps": steps, "seed": seed, "index": index, "expression": expression},
+            ))
+            if len(problems) == n:
+                break
+        size *= 2
     return problems
 
 
@@ -371,6 +438,9 @@ def load_problems(config: ProblemsConfig) -> list[Problem]:
     """The problems a config asks for, with unique ids."""
     if config.source == "gsm_symbolic":
         problems = gsm_symbolic_problems(config.n, config.seed, config.answer_step)
+    elif config.source == "chain_sum":
+        problems = chain_sum_problems(config.n, config.seed, config.chain_terms, config.chain_digits,
+                                      config.answer_step)
     elif config.source == "jsonl":
         if not config.path:
             raise ConfigError("problems.path: source jsonl needs a file of Problem records (path=FILE.jsonl)")
@@ -402,7 +472,7 @@ def _cmd_problems(args: argparse.Namespace) -> int:
     flags = {key: getattr(args, key) for key in ("source", "n", "seed", "path", "split", "preset", "output")
              if getattr(args, key) is not None}
     config = dataclasses.replace(config, **flags)
-    if config.source not in ("gsm_symbolic", "jsonl", "hf"):
+    if config.source not in SOURCES:
         raise ConfigError(f"problems.source: unknown source '{config.source}'")
     if not config.output:
         raise ConfigError("no output file: pass -o FILE.jsonl (or output=... in the problems section)")
@@ -415,7 +485,7 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", choices=["gsm_symbolic", "jsonl", "hf"], default=None, help="problem source")
+    parser.add_argument("--source", choices=SOURCES, default=None, help="problem source")
     parser.add_argument("-n", type=int, default=None, help="number of problems (0 = all for jsonl/hf)")
     parser.add_argument("--seed", type=int, default=None, help="generator / shuffle seed")
     parser.add_argument("--path", default=None, help="jsonl: local file; hf: dataset id or local file")
@@ -425,5 +495,5 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = StageCommand(
-    ("data", "problems"), "write problems with gold answers (gsm_symbolic, a JSONL file, or a HF dataset)",
+    ("data", "problems"), "write problems with gold answers (gsm_symbolic, chain_sum, a JSONL file, or a HF dataset)",
     _add_arguments, _cmd_problems, section="problems", config=ProblemsConfig, description=__doc__)

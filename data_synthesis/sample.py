@@ -60,6 +60,9 @@ class SampleConfig:
     stop: list[str] = option([], help="stop strings (cut from the text)")
     system_prompt: str = option(DEFAULT_SYSTEM_PROMPT, help="system message (chat style); empty = none")
     user_template: str = option(DEFAULT_USER_TEMPLATE, help="user message; {problem} is replaced by the problem")
+    few_shot: list[dict[str, str]] = option(
+        [], help="worked examples shown before the problem, each {problem: ..., solution: ...}: a user turn (the "
+                 "template filled with the example's problem) and the assistant's solution")
     prompt_style: Literal["chat", "text"] = option(
         "chat", help="chat: messages through the chat template; text: system + user as plain text (base models)")
     split: SplitStyle = option("auto", help="how a solution is split into steps: auto, blank_line, newline, step_prefix")
@@ -80,6 +83,9 @@ class SampleConfig:
             raise ConfigError(f"sample.batch_problems must be at least 1, got {self.batch_problems}")
         if "{problem}" not in self.user_template:
             raise ConfigError("sample.user_template must contain {problem}")
+        for i, example in enumerate(self.few_shot):
+            if set(example) != {"problem", "solution"} or not all(isinstance(v, str) for v in example.values()):
+                raise ConfigError(f"sample.few_shot[{i}]: expected {{problem: TEXT, solution: TEXT}}, got {example!r}")
 
     def check(self) -> None:
         """Before sampling: the files, which `-i` / `-o` may give after the section is loaded."""
@@ -90,11 +96,15 @@ class SampleConfig:
 
 
 def build_prompt(cfg: SampleConfig, problem: Problem) -> Prompt:
-    user = fill_template(cfg.user_template, {"problem": problem.problem})
-    if cfg.prompt_style == "text":
-        return f"{cfg.system_prompt}\n\n{user}\n" if cfg.system_prompt else f"{user}\n"
+    """The policy's prompt: system message, the `few_shot` examples as earlier turns, then the problem."""
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    return [*messages, {"role": "user", "content": user}]
+    for example in cfg.few_shot:
+        messages += [{"role": "user", "content": fill_template(cfg.user_template, {"problem": example["problem"]})},
+                     {"role": "assistant", "content": example["solution"]}]
+    messages.append({"role": "user", "content": fill_template(cfg.user_template, {"problem": problem.problem})})
+    if cfg.prompt_style == "text":
+        return "".join(f"{m['content']}\n\n" for m in messages[:-1]) + f"{messages[-1]['content']}\n"
+    return messages
 
 
 def solution_id(problem_id: str, k: int) -> str:

@@ -135,6 +135,26 @@ def bon_curves_figure(ns: Sequence[int], curves: dict[str, dict[str, Sequence[fl
     return fig
 
 
+def distinct_labels(ids: Sequence[str], width: int = 24) -> list[str]:
+    """Short row labels that still tell the ids apart: the prefix they all share is dropped (up to a separator),
+    a label still over `width` characters keeps its end (where ids differ: `...-17-tb1`), and a label that
+    remains the same as an earlier one gets `#k`."""
+    import os
+
+    common = os.path.commonprefix(list(ids)) if len(ids) > 1 else ""
+    cut = max(common.rfind(c) for c in "-_:/.") + 1 if common else 0
+    labels, seen = [], set()
+    for i, full in enumerate(ids):
+        label = full[cut:] or full
+        if len(label) > width:
+            label = "…" + label[-(width - 1):]
+        if label in seen:
+            label = f"{label}#{i}"
+        seen.add(label)
+        labels.append(label)
+    return labels
+
+
 def heatmap_figure(rows: Sequence[Sequence[float]], labels: Sequence[str], marks: Sequence[int | None],
                    title: str) -> Any:
     """Step scores of a few solutions (one row each, steps left to right); `marks[i]` outlines one step

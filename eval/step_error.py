@@ -358,7 +358,7 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
 
 def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: str | Path, cfg: EvalConfig,
                        sources: Sequence[str]) -> Path:
-    from eval.report import Report, heatmap_figure, histogram_figure, md_table, pct, pct_ci
+    from eval.report import Report, distinct_labels, heatmap_figure, histogram_figure, md_table, pct, pct_ci
 
     metrics["inputs"] = list(sources)
     report = Report(out_dir, "Step-error evaluation (ProcessBench, PRMBench-style)")
@@ -438,7 +438,8 @@ def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: 
         report.heading("Step scores of a few items")
         report.add("Outlined: the gold first error.")
         fig = heatmap_figure([it.step_scores or [] for it in shown],
-                             [f"{it.split}:{it.id[:20]}" for it in shown],
+                             [f"{it.split}:{label}" for it, label in zip(shown, distinct_labels([it.id for it in shown]),
+                                                                          strict=True)],
                              [it.label for it in shown], "PRM step scores")
         report.figure(fig, "step_heatmap.png", "Step-score heatmap")
     return report.write(metrics)

@@ -4,9 +4,15 @@
     prm run configs/quickstart.yaml run.run_dir=runs/other sample.n=8
 
 Stages (each one is the stage's own `prm` command, run as a subprocess with the same config file):
-problems -> split (policy / BoN / testbed problems) -> sample -> annotate mc -> annotate judge -> consensus
--> testbed (labeled training data with known first errors, plus held-out step-error items) -> train ->
-untrained baseline -> sample BoN pools -> score (trained and untrained) -> eval steps / eval bon -> report.
+problems -> split (policy / BoN / testbed problems) -> sample -> testbed (solutions with known first errors,
+plus held-out step-error items) -> annotation set (the policy samples + the first `run.annotate_testbed`
+testbed solutions) -> annotate mc -> annotate judge -> consensus -> train -> untrained baseline -> sample BoN
+pools -> score (trained and untrained) -> eval steps / eval bon -> report.
+
+Training data: the consensus examples (what MC and the judge agreed on), as in the paper. The testbed's
+truth labels are an opt-in addition (`run.train_on_testbed`); the testbed solutions that were annotated are
+never added twice. The report says how many examples came from each source, and how well each annotator
+matched the truth on the annotated testbed solutions.
 
 A stage that exits 0 leaves `RUN_DIR/.done/<stage>` holding its command; a rerun skips it when the command
 is unchanged. A stage killed part-way is simply run again: every stage resumes its own output.
@@ -27,7 +33,7 @@ from pathlib import Path
 from prm.config import load_section, option, read_yaml
 from prm.errors import ConfigError, PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
-from prm.records import Problem
+from prm.records import Problem, Solution
 
 
 @dataclass
@@ -43,8 +49,16 @@ class RunConfig:
     heldout_fraction: float = option(0.25, help="share of testbed problems held out as step-error items")
     train_processes: int = option(1, help="processes for training (torchrun --nproc_per_node)")
     seed: int = option(0, help="seed of the testbed")
+    annotate_testbed: int = option(
+        0, help="testbed solutions (known first errors, not held out) annotated by MC and the judge beside the "
+                "policy samples: each annotator's accuracy against the truth; their consensus joins the training data")
+    train_on_testbed: bool = option(
+        False, help="add the testbed's truth-labeled solutions to the consensus examples for training (opt-in: "
+                    "the paper trains on consensus output only)")
 
     def __post_init__(self) -> None:
+        if self.annotate_testbed < 0:
+            raise ConfigError(f"run.annotate_testbed must be >= 0, got {self.annotate_testbed}")
         counts = {"policy_problems": self.policy_problems, "bon_problems": self.bon_problems,
                   "bon_samples": self.bon_samples, "testbed_per_problem": self.testbed_per_problem,
                   "train_processes": self.train_processes}
@@ -135,6 +149,20 @@ def split_problems(src: str, run: RunConfig, out: dict[str, str]) -> None:
     write_atomic(out["testbed"], problems[b:])
 
 
+def annotation_set(samples: str, testbed: str, n_testbed: int, out: str, rest: str) -> None:
+    """The solutions the annotators label: every policy sample, then the first `n_testbed` testbed solutions
+    (their `true_first_error` measures each annotator); the other testbed solutions go to `rest`."""
+    policy = load_records(samples, Solution)
+    bed = load_records(testbed, Solution)
+    write_atomic(out, policy + bed[:n_testbed])
+    write_atomic(rest, bed[n_testbed:])
+
+
+def count_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def save_untrained(config: str, overrides: list[str], out: str) -> None:
     """The baseline: the same backbone with the marker token and a fresh (untrained) 2-class head, seeded as
     `prm train` seeds it, so it is the trained model's starting point."""
@@ -153,15 +181,15 @@ def save_untrained(config: str, overrides: list[str], out: str) -> None:
     os.replace(tmp, out)
 
 
-STAGES = ("problems", "split", "sample", "annotate_mc", "annotate_judge", "consensus", "testbed", "testbed_to_trl",
-          "heldout_to_trl", "train", "untrained", "sample_bon", "score_steps_trained", "score_bon_trained",
+STAGES = ("problems", "split", "sample", "testbed", "annotation_set", "annotate_mc", "annotate_judge", "consensus",
+          "testbed_to_trl", "heldout_to_trl", "train", "untrained", "sample_bon", "score_steps_trained", "score_bon_trained",
           "eval_steps_trained", "eval_bon_trained", "score_steps_untrained", "score_bon_untrained",
           "eval_steps_untrained", "eval_bon_untrained")
 
 # The Slurm jobs of slurm/submit_pipeline.sh that run stages of this chain (`prm run C --stages JOB`); MC
 # annotation runs as an array of `prm annotate mc` shards and training as `prm train` on several nodes.
 JOBS = {
-    "prep": ("problems", "split", "sample", "testbed", "testbed_to_trl", "heldout_to_trl"),
+    "prep": ("problems", "split", "sample", "testbed", "annotation_set", "testbed_to_trl", "heldout_to_trl"),
     "judge": ("annotate_judge",),
     "consensus": ("consensus",),
     "eval": STAGES[STAGES.index("untrained"):],
@@ -203,27 +231,37 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
     r.python_stage("split", json.dumps([run.policy_problems, run.bon_problems]),
                    lambda: split_problems(p("problems.jsonl"), run, split))
 
-    # The annotation chain: policy samples labeled by MC rollouts and by the judge, filtered by consensus.
     r.stage("sample", _prm("sample", *cfg, "-i", split["policy"], "-o", p("samples.jsonl"), *ov))
-    r.stage("annotate_mc", _prm("annotate", "mc", *cfg, "-i", p("samples.jsonl"), "-o", p("mc.jsonl"), *ov))
-    r.stage("annotate_judge", _prm("annotate", "judge", *cfg, "-i", p("samples.jsonl"), "-o", p("judged.jsonl"),
+    # The testbed: solutions with known first errors (some annotated below, the rest optional training data)
+    # and the held-out step-error benchmark.
+    r.stage("testbed", _prm("data", "testbed", "-i", split["testbed"], "-o", p("testbed.jsonl"),
+                            "--per-problem", str(run.testbed_per_problem), "--error-rate",
+                            str(run.testbed_error_rate), "--seed", str(run.seed), "--heldout-fraction",
+                            str(run.heldout_fraction), "--heldout-out", p("heldout_steps.jsonl")))
+    r.python_stage("annotation_set", json.dumps(["annotate", run.annotate_testbed]),
+                   lambda: annotation_set(p("samples.jsonl"), p("testbed.jsonl"), run.annotate_testbed,
+                                          p("annotate.jsonl"), p("testbed.rest.jsonl")))
+
+    # The annotation chain: MC rollouts and the judge label the same solutions; consensus keeps agreements.
+    r.stage("annotate_mc", _prm("annotate", "mc", *cfg, "-i", p("annotate.jsonl"), "-o", p("mc.jsonl"), *ov))
+    r.stage("annotate_judge", _prm("annotate", "judge", *cfg, "-i", p("annotate.jsonl"), "-o", p("judged.jsonl"),
                                    *ov))
     r.stage("consensus", _prm("consensus", *cfg, "--mc", p("mc.jsonl"), "--judge", p("judged.jsonl"),
                               "-o", p("consensus.jsonl"), "--train", p("train.consensus.jsonl"),
                               "--report", p("consensus_report"), *ov))
 
-    # The testbed adds training examples with known labels and the held-out step-error benchmark.
-    r.stage("testbed", _prm("data", "testbed", "-i", split["testbed"], "-o", p("testbed.jsonl"),
-                            "--per-problem", str(run.testbed_per_problem), "--error-rate",
-                            str(run.testbed_error_rate), "--seed", str(run.seed), "--heldout-fraction",
-                            str(run.heldout_fraction), "--heldout-out", p("heldout_steps.jsonl")))
-    r.stage("testbed_to_trl", _prm("data", "convert", p("testbed.jsonl"), p("train.testbed.jsonl"),
-                                   "--from", "ours", "--to", "trl", "--label-source", "truth"))
-
+    train_files = [p("train.consensus.jsonl")]
+    if run.train_on_testbed:
+        r.stage("testbed_to_trl", _prm("data", "convert", p("testbed.rest.jsonl"), p("train.testbed.jsonl"),
+                                       "--from", "ours", "--to", "trl", "--label-source", "truth"))
+        train_files.append(p("train.testbed.jsonl"))
     r.stage("heldout_to_trl", _prm("data", "convert", p("heldout_steps.jsonl"), p("val.heldout.jsonl"),
                                    "--from", "processbench", "--to", "trl"))
-    data = (f"train.data.train_files=[{p('train.consensus.jsonl')},{p('train.testbed.jsonl')}]",
-            f"train.data.val_files=[{p('val.heldout.jsonl')}]")
+    data = (f"train.data.train_files=[{','.join(train_files)}]", f"train.data.val_files=[{p('val.heldout.jsonl')}]")
+    if (not dry_run and (r.only is None or "train" in r.only) and not run.train_on_testbed
+            and Path(train_files[0]).exists() and count_lines(train_files[0]) == 0):
+        raise PrmError(f"{train_files[0]}: consensus kept no solution, so there is nothing to train on (see "
+                       f"{p('consensus_report.md')}); add the testbed's truth labels with run.train_on_testbed=true")
     train_cmd = _prm("train", *cfg, f"train.output_dir={p('train')}", *data, *ov, "--resume")
     if run.train_processes > 1:
         train_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -247,6 +285,6 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
     if not dry_run:
         from prm.run_report import write_run_report
 
-        write_run_report(rd, time.time() - start, r.timings, r.skipped)
+        write_run_report(rd, time.time() - start, r.timings, r.skipped, train_files)
         print(f"[prm run] report: {rd / 'report' / 'report.md'}")
     return rd

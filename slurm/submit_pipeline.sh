@@ -37,6 +37,11 @@ config=$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$config
 run_dir=$("$PY" -m prm config get "$config" run.run_dir "$@")
 run_dir=$(realpath -ms -- "$run_dir")
 overrides=("$@" "run.run_dir=$run_dir")
+# Training data: the consensus examples, plus the testbed's truth labels only where run.train_on_testbed says so.
+train_files="$run_dir/train.consensus.jsonl"
+if [[ $("$PY" -m prm config get "$config" run.train_on_testbed "$@") == "true" ]]; then
+    train_files="$train_files,$run_dir/train.testbed.jsonl"
+fi
 logs=${logs:-$run_dir/logs}
 mkdir -p "$logs" "$run_dir"
 
@@ -53,9 +58,9 @@ prep=$(submit -o "$logs/prep_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
     prep "${overrides[@]}")
 # shellcheck disable=SC2086
 mc=$(submit --dependency=afterok:"$prep" --array=0-$((shards - 1)) -o "$logs/mc_%A_%a.log" $gpu \
-    "$here/annotate.sbatch" "$shards" "$run_dir/samples.jsonl" "$run_dir/mc.jsonl" --config "$config" "${overrides[@]}")
+    "$here/annotate.sbatch" "$shards" "$run_dir/annotate.jsonl" "$run_dir/mc.jsonl" --config "$config" "${overrides[@]}")
 merge=$(submit --dependency=afterok:"$mc" -o "$logs/merge_%j.log" \
-    "$here/annotate_merge.sbatch" "$shards" "$run_dir/samples.jsonl" "$run_dir/mc.jsonl" "$run_dir/mc.jsonl")
+    "$here/annotate_merge.sbatch" "$shards" "$run_dir/annotate.jsonl" "$run_dir/mc.jsonl" "$run_dir/mc.jsonl")
 # shellcheck disable=SC2086
 judge=$(submit --dependency=afterok:"$prep" -o "$logs/judge_%j.log" $gpu "$here/run_stages.sbatch" "$config" \
     judge "${overrides[@]}")
@@ -64,7 +69,7 @@ consensus=$(submit --dependency=afterok:"$merge":"$judge" -o "$logs/consensus_%j
 # shellcheck disable=SC2086
 train=$(submit --dependency=afterok:"$consensus" -N "$nodes" --ntasks-per-node=1 -o "$logs/train_%j.log" $gpu \
     "$here/train.sbatch" "$config" "${overrides[@]}" "train.output_dir=$run_dir/train" \
-    "train.data.train_files=[$run_dir/train.consensus.jsonl,$run_dir/train.testbed.jsonl]" \
+    "train.data.train_files=[$train_files]" \
     "train.data.val_files=[$run_dir/val.heldout.jsonl]")
 # shellcheck disable=SC2086
 eval=$(submit --dependency=afterok:"$train" -o "$logs/eval_%j.log" $gpu "$here/run_stages.sbatch" "$config" \

@@ -123,3 +123,22 @@ def test_run_stages_takes_the_slurm_job_names(tmp_path):
     assert printed == list(JOBS["prep"])
     bad = _prm("run", "--dry-run", str(CONFIGS / "tiny.yaml"), "--stages", "prepp", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown stage 'prepp'" in bad.stderr and "jobs: prep" in bad.stderr
+
+
+def _dry_run_commands(config: str, tmp_path: Path) -> dict[str, str]:
+    run = _prm("run", "--dry-run", config, f"run.run_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = [line.removeprefix("[prm run] ") for line in run.stdout.splitlines() if line.startswith("[prm run]")]
+    return dict(line.split(": ", 1) for line in lines)
+
+
+def test_paper_recipe_trains_on_consensus_output_only(tmp_path):
+    from prm.pipeline import RunConfig
+
+    config = str(CONFIGS / "paper_qwen25_math_prm.yaml")
+    assert load_section(RunConfig, "run", config, []).train_on_testbed is False
+    commands = _dry_run_commands(config, tmp_path)
+    assert "testbed_to_trl" not in commands
+    assert f"train.data.train_files=[{tmp_path / 'run' / 'train.consensus.jsonl'}]" in commands["train"]
+    assert "train.testbed.jsonl" not in commands["train"]
+

@@ -245,3 +245,29 @@ def test_local_jsonl_errors_name_the_file_line(tmp_path):
     path.write_text('{"question": "q1", "answer": "#### 1"}\n\n\n{"question": "q2"}\n')
     with pytest.raises(InputError, match=r"gap.jsonl:4: data row 2: no column 'answer'"):
         load_problems(ProblemsConfig(source="hf", preset="gsm8k", path=str(path)))
+
+
+def test_chain_sum_steps_and_testbed_ready(tmp_path):
+    from data_synthesis.problems import chain_steps, chain_sum_problems
+    from data_synthesis.testbed import arithmetic_steps, inject_error
+
+    assert chain_steps("4 + 1 + 7 - 3") == ([4, 5, 12, 9], ["4 + 1 = 5", "5 + 7 = 12", "12 - 3 = 9"])
+    assert chain_steps("1 - 5 + 9") is None  # a negative running total: the testbed reads unsigned numbers
+    problems = chain_sum_problems(30, seed=0, terms=[3, 4], digits=1)
+    assert len(problems) == 30 and len({p.id for p in problems}) == 30
+    assert chain_sum_problems(5, seed=0, terms=[3, 4], digits=1) == problems[:5]  # the first k whatever n
+    for p in problems:
+        steps = p.meta["reference_steps"]
+        assert p.problem == f"Compute {p.meta['expression']}." and p.source == "chain_sum"
+        assert 2 <= len(steps) - 1 <= 3 and steps[-1] == f"The answer is {p.answer}."
+        assert steps[-2].endswith(f"= {p.answer}") and eval(p.meta["expression"]) == int(p.answer)
+        assert arithmetic_steps(steps) == list(range(len(steps) - 1))  # every operation is checkable
+    import random
+
+    wrong = inject_error(problems[0].meta["reference_steps"], 0, random.Random(0))
+    assert wrong is not None and wrong[-1] != problems[0].meta["reference_steps"][-1]
+    out = tmp_path / "p.jsonl"
+    assert main(["data", "problems", "--source", "chain_sum", "-n", "3", "-o", str(out), "chain_terms=[2,2]"]) == 0
+    assert all(len(p.meta["reference_steps"]) == 2 for p in load_records(out, Problem))
+    with pytest.raises(ConfigError, match="chain_terms"):
+        chain_sum_problems(3, seed=0, terms=[4, 3], digits=1)

@@ -168,3 +168,19 @@ def test_sample_bad_input_and_config_exit_2(tmp_path, problems_file, capsys):
     assert not out.exists()
     with pytest.raises(ConfigError, match="problem"):
         run_sample(SampleConfig(input=problems_file, output=str(out), user_template="no field"))
+
+
+def test_few_shot_examples_are_earlier_turns():
+    examples = [{"problem": "Compute 7 + 8 - 6.", "solution": "7 + 8 = 15\n15 - 6 = 9\nThe answer is 9."}]
+    cfg = SampleConfig(system_prompt="Be brief.", user_template="{problem} One operation a line.", few_shot=examples)
+    problem = Problem(id="p", problem="Compute 1 + 2 + 3.", answer="6", source="x")
+    assert build_prompt(cfg, problem) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Compute 7 + 8 - 6. One operation a line."},
+        {"role": "assistant", "content": examples[0]["solution"]},
+        {"role": "user", "content": "Compute 1 + 2 + 3. One operation a line."}]
+    text = build_prompt(SampleConfig(system_prompt="", user_template="{problem}", few_shot=examples,
+                                     prompt_style="text"), problem)
+    assert text == f"Compute 7 + 8 - 6.\n\n{examples[0]['solution']}\n\nCompute 1 + 2 + 3.\n"
+    with pytest.raises(ConfigError, match=r"sample.few_shot\[0\]"):
+        SampleConfig(few_shot=[{"problem": "x"}])

@@ -44,9 +44,9 @@ def test_submit_pipeline_two_shards_two_nodes(slurm, tmp_path, tiny_model_dir):
     def ids(name: str) -> list[str]:
         return [json.loads(line)["id"] for line in (run_dir / name).read_text().splitlines()]
 
-    assert sorted(ids("mc.jsonl")) == sorted(ids("samples.jsonl"))
+    assert sorted(ids("mc.jsonl")) == sorted(ids("annotate.jsonl"))
     assert len(set(ids("mc.jsonl"))) == len(ids("mc.jsonl"))
-    assert sorted(ids("consensus.jsonl")) == sorted(ids("samples.jsonl"))
+    assert sorted(ids("consensus.jsonl")) == sorted(ids("annotate.jsonl"))
     # Training ran on 2 nodes (one worker each) and saved a Hugging Face folder.
     train_log = next(p.read_text() for p in logs.glob("train_*.log"))
     assert "2 node(s)" in train_log and "world 2" in train_log, train_log[-3000:]
