@@ -12,7 +12,7 @@ Labels live only at marker positions: `labels` holds 1 (correct), 0 (wrong) at e
 Packing puts several examples in one row of `pack_length` tokens. Each example's `position_ids` restart at
 0 and no attention mask is passed: transformers (>= 4.54, checked on 5.x by tests/train/test_train_data.py)
 then builds a block-diagonal causal mask from the restarts (flash-attn: varlen), so no token attends
-across examples. Padding rows (no packing) carry a 2D attention mask instead.
+across examples; on CPU the trainer computes causal attention per example instead (train/attention.py). Padding rows (no packing) carry a 2D attention mask instead.
 """
 
 from __future__ import annotations

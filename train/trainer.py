@@ -6,7 +6,10 @@
     prm train --config configs/train_tiny.yaml --resume                         # continue from the latest checkpoint
 
 A plain loop over `deepspeed.initialize` (ZeRO-2 or ZeRO-3 from configs/deepspeed/, "auto" values filled
-from TrainConfig). The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run
+from TrainConfig; one process runs those presets without ZeRO, as it has nothing to shard), torch's fused
+AdamW, and DeepSpeed's JIT-built ops in a folder keyed by the torch and DeepSpeed versions (only the ops a run
+uses: one process builds none). The time from process start to the first optimizer step is printed.
+The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run
 reads exactly the batches the uninterrupted run would have read, and reproduces its losses.
 
 Output dir: `losses.jsonl` (one line per optimizer step: step, loss, lr, tokens, steps, elapsed),
@@ -55,14 +58,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def use_own_op_cache() -> Path:
+    """Point torch's JIT-extension folder (where DeepSpeed builds its ops) at a folder of our own, keyed by the
+    torch and DeepSpeed versions, unless TORCH_EXTENSIONS_DIR is set already. In the shared default
+    (~/.cache/torch_extensions) two installs with different versions rebuild each other's ops on every run."""
+    from importlib.metadata import version
+
+    from prm.models import cache_dir
+
+    key = f"torch-{version('torch')}_deepspeed-{version('deepspeed')}"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions" / key))
+    return Path(os.environ["TORCH_EXTENSIONS_DIR"])
+
+
+def _process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 def init_distributed() -> tuple[int, int, int]:
     """(rank, world_size, local_rank); a bare `python` run becomes a world of one."""
+    use_own_op_cache()
     import deepspeed
+    import deepspeed.ops
     import torch
 
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
+    if os.environ["WORLD_SIZE"] == "1":
+        # A world of one has no peer to share memory with: DeepSpeed's CPU shared-memory allreduce op is not
+        # built (a JIT compile), nor are the other ops probed. Its only reader is comm's build_shm_op.
+        deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -70,10 +98,16 @@ def init_distributed() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str, Any]:
-    """configs/deepspeed/<zero2|zero3>.json (or a path) with every "auto" value filled from cfg."""
+def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+    """configs/deepspeed/<zero2|zero3>.json (or a path) with every "auto" value filled from cfg.
+
+    A world of one shards nothing, so the zero2/zero3 presets run there without ZeRO (stage 0: no partition
+    buffers, no gradient-bucket copies; bf16 as torch autocast); a JSON file of your own is taken as written
+    (e.g. ZeRO-Offload on one GPU). The optimizer is torch's AdamW, fused (one kernel over all parameters) on CPU and CUDA: no
+    DeepSpeed op to JIT-build."""
     path = Path(cfg.deepspeed)
-    if cfg.deepspeed in ("zero2", "zero3"):
+    preset = cfg.deepspeed in ("zero2", "zero3")
+    if preset:
         path = _REPO / "configs" / "deepspeed" / f"{cfg.deepspeed}.json"
     if not path.is_file():
         raise ConfigError(f"train.deepspeed: {cfg.deepspeed!r} is neither zero2, zero3 nor a JSON file")
@@ -97,7 +131,8 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str,
         "optimizer.params.betas": list(cfg.optim.betas),
         "optimizer.params.eps": cfg.optim.eps,
         "optimizer.params.weight_decay": cfg.optim.weight_decay,
-        "optimizer.params.torch_adam": not cuda,  # CPU: torch's AdamW, no fused-adam JIT build
+        "optimizer.params.torch_adam": True,
+        "optimizer.params.fused": True,  # torch >= 2.4 has a fused AdamW on CPU and CUDA
     }
 
     def fill(node: dict[str, Any], prefix: str) -> None:
@@ -113,6 +148,13 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, cuda: bool) -> dict[str,
     fill(ds, "")
     if "scheduler" in ds:
         raise ConfigError(f"{path}: remove 'scheduler' (the schedule comes from train.optim)")
+    if preset and world_size == 1:
+        ds["zero_optimization"] = {"stage": 0}
+        if cfg.precision == "bf16":
+            # DeepSpeed's bf16 without ZeRO would accumulate gradients in bf16; torch autocast keeps fp32
+            # weights, gradients and AdamW, and runs the matmuls in bf16.
+            ds["bf16"] = {"enabled": False}
+            ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return ds
 
 
@@ -191,14 +233,19 @@ def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
     return groups + [{"params": head, "lr": cfg.optim.head_lr or cfg.optim.lr}]
 
 
-def build_model(cfg: TrainConfig) -> tuple[Any, Any, Any]:
-    """(model ready for DeepSpeed, tokenizer, peft LoraConfig or None)."""
+def build_model(cfg: TrainConfig, per_example_attention: bool = False) -> tuple[Any, Any, Any]:
+    """(model ready for DeepSpeed, tokenizer, peft LoraConfig or None); `per_example_attention`: packed rows
+    attend per example (train/attention.py) instead of through a row-wide mask."""
     import torch
 
     from prm.prm_model import build_prm
 
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_prm(cfg.model, dtype="fp32")
+    if per_example_attention:
+        from train.attention import use_segment_attention
+
+        use_segment_attention(model)
     if cfg.trainable_layers >= 0:  # with LoRA too is rejected by TrainConfig.validate
         freeze_lower_layers(model, cfg.trainable_layers)
     if cfg.gradient_checkpointing:
@@ -302,8 +349,7 @@ class Trainer:
         # Read now, so a corrupt losses file fails before any weight is touched or file written.
         old_losses = read_losses(losses_path) if self.resume and (self.ckpt_dir / "latest").exists() else []
         self.rank, self.world, self.local_rank = init_distributed()
-        cuda = torch.cuda.is_available()
-        ds_config = deepspeed_config(cfg, self.world, cuda)
+        ds_config = deepspeed_config(cfg, self.world)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, _on_signal)
 
@@ -318,22 +364,33 @@ class Trainer:
                                          soft_loss=cfg.loss if cfg.loss in SOFT_LOSSES else None)
         val_data = load_tokenized(cfg.data.val_files, tok, cfg.data.max_length, cfg.data.format) \
             if cfg.data.val_files else []
-        self.batches_per_epoch = len(make_batches(self.train_data, cfg.data.micro_batch_size, cfg.data.packing,
-                                                  self.pack_length, cfg.seed, 0))
-        self._epoch_cache: dict[int, Any] = {}
+        first_epoch = make_batches(self.train_data, cfg.data.micro_batch_size, cfg.data.packing, self.pack_length,
+                                   cfg.seed, 0)
+        self.batches_per_epoch = len(first_epoch)
+        self._epoch_cache: dict[int, Any] = {0: first_epoch}
         per_step = self.world * cfg.gradient_accumulation_steps
         total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * self.batches_per_epoch / per_step)))
         self.log(f"train: {len(self.train_data)} examples, {self.batches_per_epoch} micro-batches/epoch, "
                  f"world {self.world}, {total} optimizer steps, {cfg.deepspeed}, {cfg.precision}"
                  f"{', LoRA' if cfg.lora.enabled else ''}{', packed' if cfg.data.packing else ', padded'}")
 
-        model, tokenizer, peft_config = build_model(cfg)
+        # On CPU, a row of several packed examples attends per example: its row-wide mask would cost L x L
+        # scores, most of them masked out. A row of about one example (plus padding) wastes little that way,
+        # and one sdpa call over it beats several small ones.
+        per_row = len(self.train_data) / sum(len(mb) for mb in first_epoch) if cfg.data.packing else 0.0
+        per_example = per_row >= 2 and not torch.cuda.is_available()
+        if cfg.data.packing:
+            self.log(f"packed rows of {self.pack_length} tokens hold {per_row:.2f} examples on average; attention "
+                     f"{'per example' if per_example else 'through the row mask'}")
+        model, tokenizer, peft_config = build_model(cfg, per_example)
         if tokenizer.convert_tokens_to_ids(STEP_MARKER) != tok.convert_tokens_to_ids(STEP_MARKER):
             raise ConfigError(f"{cfg.model}: the step marker got different ids in data and model tokenizers")
         fn = lr_lambda(cfg, total)
         self.engine, _, _, scheduler = deepspeed.initialize(
             model=model, model_parameters=parameter_groups(model, cfg), config=ds_config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, fn))
+        if self.world == 1 and not self.engine.zero_optimization():
+            self.engine.enable_backward_allreduce = False  # one process: no gradients to average, no copies
 
         step = 0
         if self.rank == 0:
@@ -383,6 +440,8 @@ class Trainer:
                 if wandb_run is not None:
                     wandb_run.log({"train/loss": record["loss"], "train/lr": lr, "train/tokens": tokens_seen},
                                   step=step)
+            if step == first_step + 1:
+                self.log(f"first optimizer step {time.time() - _process_start():.1f} s after the process started")
             if step % max(cfg.log_every, 1) == 0 or step == total:
                 rate = tokens_seen / max(time.time() - start, 1e-9)
                 eta = (total - step) * (time.time() - start) / max(step - first_step, 1)

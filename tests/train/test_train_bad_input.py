@@ -111,7 +111,7 @@ def test_bad_deepspeed_file(tmp_path, content, match):
         path.write_text(content)
     cfg = load_section(TrainConfig, "train", None, [f"deepspeed={path}"])
     with pytest.raises(ConfigError, match=f"train.deepspeed: .*ds.json.*{match}"):
-        deepspeed_config(cfg, 1, False)
+        deepspeed_config(cfg, 1)
 
 
 def _losses_text(steps: list[int]) -> str:

@@ -42,9 +42,13 @@ def test_full_run_wandb_offline_and_plain_loading(tmp_path, tiny_model_dir):
     data = write_toy(tmp_path, 24, seed=0)
     val = write_toy(tmp_path, 8, seed=1)
     out = tmp_path / "run"
+    ops = tmp_path / "torch_extensions"
     res = run_train(base_overrides(tiny_model_dir, out, data, max_steps=8, report_to="wandb",
-                                   **{"data.val_files": f"[{val}]", "optim.lr": 2e-3, "save_every": 4}))
+                                   **{"data.val_files": f"[{val}]", "optim.lr": 2e-3, "save_every": 4}),
+                    extra_env={"TORCH_EXTENSIONS_DIR": str(ops)})
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "first optimizer step" in res.stdout and "s after the process started" in res.stdout
+    assert not ops.exists() or not any(ops.iterdir())  # one process: no DeepSpeed op JIT-built
     curve = losses(out)
     assert len(curve) == 8 and sum(curve[-3:]) / 3 < curve[0]
     ev = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]

@@ -11,7 +11,14 @@ from prm.config import load_section
 from prm.errors import ConfigError
 from tests.train.trainer_helpers import REPO, run_train
 from train.config import TrainConfig
-from train.trainer import deepspeed_config, freeze_lower_layers, lr_lambda, parameter_groups, step_metrics
+from train.trainer import (
+    deepspeed_config,
+    freeze_lower_layers,
+    lr_lambda,
+    parameter_groups,
+    step_metrics,
+    use_own_op_cache,
+)
 
 
 def test_step_metrics_hand_values():
@@ -90,12 +97,41 @@ def test_lr_schedule():
 def test_deepspeed_config_auto_filled(stage):
     cfg = load_section(TrainConfig, "train", None, [f"deepspeed={stage}", "data.micro_batch_size=3",
                                                     "gradient_accumulation_steps=2", "precision=fp32"])
-    ds = deepspeed_config(cfg, world_size=4, cuda=False)
+    ds = deepspeed_config(cfg, world_size=4)
     assert "auto" not in json.dumps(ds)
     assert ds["train_batch_size"] == 24 and ds["zero_optimization"]["stage"] == int(stage[-1])
-    assert ds["bf16"]["enabled"] is False and ds["optimizer"]["params"]["torch_adam"] is True
+    params = ds["optimizer"]["params"]
+    assert ds["bf16"]["enabled"] is False and params["torch_adam"] is True and params["fused"] is True
     with pytest.raises(ConfigError):
-        deepspeed_config(load_section(TrainConfig, "train", None, ["deepspeed=nope.json"]), 1, False)
+        deepspeed_config(load_section(TrainConfig, "train", None, ["deepspeed=nope.json"]), 1)
+
+
+def test_op_cache_folder_keyed_by_versions(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    monkeypatch.setenv("PRM_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    folder = use_own_op_cache()
+    assert folder.parent == tmp_path / "torch_extensions"
+    assert folder.name == f"torch-{version('torch')}_deepspeed-{version('deepspeed')}"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
+    assert use_own_op_cache() == tmp_path / "mine"  # one set by the user is kept
+
+
+def test_one_process_runs_the_presets_without_zero_and_a_json_file_as_written(tmp_path):
+    """A world of one has nothing to shard: zero2/zero3 become stage 0 there; a file of one's own is kept."""
+    for stage in ("zero2", "zero3"):
+        cfg = load_section(TrainConfig, "train", None, [f"deepspeed={stage}"])
+        assert deepspeed_config(cfg, world_size=1)["zero_optimization"] == {"stage": 0}
+        assert deepspeed_config(cfg, world_size=2)["zero_optimization"]["stage"] == int(stage[-1])
+        one = deepspeed_config(cfg, world_size=1)  # bf16 (the default): torch autocast over fp32 weights
+        assert one["bf16"]["enabled"] is False and one["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+        assert deepspeed_config(cfg, world_size=2)["bf16"]["enabled"] is True
+    own = tmp_path / "offload.json"
+    own.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {
+        "stage": 2, "offload_optimizer": {"device": "cpu"}}}))
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={own}"])
+    assert deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
 
 
 def test_configs_load():
