@@ -686,7 +686,12 @@ class OpenAIGenerator:
         timeout_s: float = 120.0,
         backoff_s: float = 1.0,
         extra_body: dict[str, Any] | None = None,
+        choice_field: str = "structured_outputs",
     ):
+        if choice_field not in CHOICE_FIELDS:
+            raise ConfigError(f"choice_field must be one of {', '.join(CHOICE_FIELDS)}, got {choice_field!r}")
+        self.choice_field = choice_field
+        self._fallback_said = False
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
         if max_concurrency < 1:
@@ -798,6 +803,112 @@ class OpenAIGenerator:
             return list(pool.map(lambda p: self._one_prompt(p, sampling), prompts))
 
 
+    def generate_choice(self, prompts: list[Prompt], sampling: SamplingConfig,
+                        choices: Choices) -> list[list[Completion]]:
+        """Free text (see `Choices`), then one request per sample that continues it with the allowed endings in
+        the request field `choice_field` names (see `choice_request`). A server that refuses the field (HTTP
+        400/404/422) or answers outside the endings leaves that vote as free text: the continuation without
+        the field, marked `constrained=False`, and said once on stderr."""
+        check_sampling(sampling)
+        for i, p in enumerate(prompts):
+            check_prompt(p, i)
+        choices.check(len(prompts))
+        free = choices.free_parts(self, prompts, sampling)
+        jobs = [(pi, k) for pi in range(len(prompts)) for k in range(len(free[pi]))]
+        seeds = {(pi, k): derive_seed(sampling.seed, json.dumps(prompts[pi]) + "\x00choice", k) % (2 ** 31)
+                 for pi, k in jobs}
+
+        def one(job: tuple[int, int]) -> Completion:
+            pi, k = job
+            endings = choices.candidates(pi, free[pi][k].text)
+            longest = max(len(e) for e in endings)  # characters bound tokens from above
+            path, body = choice_request(prompts[pi], free[pi][k].text, endings, self.model,
+                                        dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16, stop=None),
+                                        seeds[job], self.choice_field, self.extra_body)
+            try:
+                response = self._post(path, body)
+                ending = _choice_text(response, self.choice_field)
+                if ending in endings:
+                    return Choices.reply(free[pi][k], ending, _share_tokens(
+                        (response.get("usage") or {}).get("completion_tokens"), [ending])[0])
+                why = f"answered {ending!r}, not one of the allowed endings"
+            except PrmError as exc:
+                if not re.search(r"HTTP (400|404|422)\b", str(exc)):
+                    raise
+                why = f"refused the request field: {exc}"
+            self._say_fallback(why)
+            (text,) = self._one_prompt(continuation_prompt(prompts[pi], free[pi][k].text),
+                                       dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16))
+            return Completion(free[pi][k].text + text.text, free[pi][k].tokens + text.tokens, text.finish_reason)
+
+        if not jobs:
+            return [[] for _ in prompts]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs))) as pool:
+            done = dict(zip(jobs, pool.map(one, jobs), strict=True))
+        return [[done[(pi, k)] for k in range(len(free[pi]))] for pi in range(len(prompts))]
+
+    def _say_fallback(self, why: str) -> None:
+        with self._lock:
+            if self._fallback_said:
+                return
+            self._fallback_said = True
+        import sys
+
+        print(f"warning: {self.base_url} cannot constrain with {self.choice_field} ({why[:300]}); such votes are "
+              "free text, parsed and counted as usual (see generator.choice_field)", file=sys.stderr)
+
+
+# How `judge.constrain` sends the allowed endings to an OpenAI-compatible server (generator.choice_field).
+CHOICE_FIELDS = ("structured_outputs", "guided_choice", "response_format")
+
+
+def continuation_prompt(prompt: Prompt, free: str) -> Prompt:
+    """The prompt that continues a reply after its free text: raw text appended; a chat gets the free text as
+    an assistant turn to continue (with `continue_final_message`, see `choice_request`)."""
+    if isinstance(prompt, str):
+        return prompt + free
+    return [*prompt, {"role": "assistant", "content": free}]
+
+
+def choice_request(prompt: Prompt, free: str, endings: list[str], model: str, sampling: SamplingConfig, seed: int,
+                   field: str, extra_body: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The request that continues after `free` with exactly one of `endings`, by `field`:
+    - `structured_outputs`: `{"structured_outputs": {"choice": endings}}` (vLLM >= 0.11 serve);
+    - `guided_choice`: `{"guided_choice": endings}` (vLLM before 0.12, and servers that copied it);
+    - `response_format`: a JSON schema `{"verdict": one of endings}` (the OpenAI API, vLLM, SGLang, llama.cpp);
+      a chat gets the free text as the assistant's turn and a user turn asking for the verdict.
+    Chats continue the assistant's turn where the server can (vLLM's `continue_final_message`)."""
+    chat = not isinstance(prompt, str)
+    if field == "response_format":
+        request_prompt: Prompt = prompt + free if not chat else [  # type: ignore[operator]
+            *prompt, {"role": "assistant", "content": free},
+            {"role": "user", "content": "Give your final verdict: exactly one of the allowed answers."}]
+        schema = {"type": "object", "properties": {"verdict": {"type": "string", "enum": endings}},
+                  "required": ["verdict"], "additionalProperties": False}
+        fields: dict[str, Any] = {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "verdict", "strict": True, "schema": schema}}}
+    else:
+        request_prompt = continuation_prompt(prompt, free)
+        fields = {"structured_outputs": {"choice": endings}} if field == "structured_outputs" else {
+            "guided_choice": endings}
+        if chat:
+            fields.update(continue_final_message=True, add_generation_prompt=False)
+    return chat_request(request_prompt, model, sampling, 1, seed, {**(extra_body or {}), **fields})
+
+
+def _choice_text(response: dict[str, Any], field: str) -> str:
+    """The ending a constrained response chose (the text, or the `verdict` of a JSON-schema reply)."""
+    choice = response["choices"][0] if response["choices"] else {}
+    text = ((choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")) or ""
+    if field != "response_format":
+        return text
+    try:
+        verdict = json.loads(text).get("verdict")
+    except (ValueError, AttributeError):
+        return text
+    return verdict if isinstance(verdict, str) else text
+
+
 def _share_tokens(total: Any, texts: list[str]) -> list[int]:
     """Split a response's completion-token count over its choices in proportion to text length.
 
@@ -835,6 +946,10 @@ class GeneratorConfig:
     max_concurrency: int = option(8, help="openai: requests in flight at once")
     retries: int = option(5, help="openai: retries on 429/5xx/connection errors (exponential backoff)")
     timeout_s: float = option(120.0, help="openai: seconds to wait for one response")
+    choice_field: Literal["structured_outputs", "guided_choice", "response_format"] = option(
+        "structured_outputs", help="openai + judge.constrain: the request field carrying the allowed verdicts: "
+        "structured_outputs (vLLM >= 0.11), guided_choice (older vLLM), response_format (JSON schema: the OpenAI "
+        "API, SGLang, llama.cpp); a server that refuses it gets free text, said on stderr and counted")
 
 
 def make_generator(cfg: GeneratorConfig) -> Generator:
@@ -852,6 +967,6 @@ def make_generator(cfg: GeneratorConfig) -> Generator:
             raise ConfigError("generator.base_url is required for the openai backend (e.g. http://localhost:8000/v1)")
         return OpenAIGenerator(
             cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, max_concurrency=cfg.max_concurrency,
-            retries=cfg.retries, timeout_s=cfg.timeout_s,
+            retries=cfg.retries, timeout_s=cfg.timeout_s, choice_field=cfg.choice_field,
         )
     raise ConfigError(f"unknown generator backend {cfg.backend!r}: expected transformers, vllm or openai")

@@ -142,3 +142,17 @@ def test_paper_recipe_trains_on_consensus_output_only(tmp_path):
     assert f"train.data.train_files=[{tmp_path / 'run' / 'train.consensus.jsonl'}]" in commands["train"]
     assert "train.testbed.jsonl" not in commands["train"]
 
+
+
+def test_quickstart_constrains_the_judge_and_trains_on_consensus(tmp_path):
+    from data_synthesis.judge import JudgeConfig
+
+    config = str(CONFIGS / "quickstart.yaml")
+    assert load_section(JudgeConfig, "judge", config, []).constrain is True
+    from prm.pipeline import RunConfig
+
+    run = load_section(RunConfig, "run", config, [])
+    commands = _dry_run_commands(config, tmp_path)
+    assert "train.consensus.jsonl" in commands["train"] and run.annotate_testbed > 0
+    # The testbed's truth labels join only where the config opts in (the report counts each source).
+    assert ("train.testbed.jsonl" in commands["train"]) == ("testbed_to_trl" in commands) == run.train_on_testbed

@@ -4,6 +4,7 @@ the structured-output field and answers only with an allowed choice."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -11,8 +12,10 @@ import pytest
 
 from prm.errors import PrmError
 from prm.generation import (
+    CHOICE_FIELDS,
     Choices,
     Completion,
+    OpenAIGenerator,
     SamplingConfig,
     TransformersGenerator,
     VLLMGenerator,
@@ -167,3 +170,106 @@ def test_vllm_choice_without_reasoning_with_fake_engine(tokenizer):
     assert out[0][0].text == "\\boxed{0}"
     ((prompts, _),) = engine.calls  # only the choice request
     assert prompts[0]["prompt_token_ids"] == tokenizer("raw")["input_ids"]
+
+
+# ------------------------------------------------------------------------------------ OpenAI-compatible
+
+
+class ChoiceServer:
+    """A real HTTP server on 127.0.0.1 standing in for an OpenAI-compatible one with structured outputs. Free
+    requests (stop at the lead) get free text; a constrained request must carry the allowed endings in the
+    field the test expects, and gets its last ending (`refuse`: HTTP 400 instead, as a server without the
+    field answers); a request without the field gets free text with a box."""
+
+    FREE = "Paragraph 0 is fine. "
+
+    def __init__(self, field: str, refuse: bool = False):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.bodies.append(body)
+                constrained = any(k in body for k in CHOICE_FIELDS)
+                if constrained and refuse:
+                    return self._send(400, {"error": {"message": f"unknown field {field}"}})
+                if constrained:
+                    text = server.choose(body, field)
+                elif body.get("stop") == ["\\boxed{"]:
+                    text = server.FREE
+                else:
+                    text = "so \\boxed{1}"
+                key = "message" if self.path.endswith("chat/completions") else "text"
+                choice = {"index": 0, "finish_reason": "stop",
+                          key: {"role": "assistant", "content": text} if key == "message" else text}
+                self._send(200, {"choices": [choice] * body["n"], "usage": {"completion_tokens": 3}})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def choose(self, body: dict, field: str) -> str:
+        assert set(body) & set(CHOICE_FIELDS) == {field} and body["n"] == 1 and "stop" not in body
+        if field == "response_format":
+            schema = body["response_format"]["json_schema"]["schema"]
+            endings = schema["properties"]["verdict"]["enum"]
+            assert body["response_format"]["type"] == "json_schema" and schema["required"] == ["verdict"]
+            if "messages" in body:
+                assert body["messages"][-2] == {"role": "assistant", "content": self.FREE}
+                assert body["messages"][-1]["role"] == "user"
+            return json.dumps({"verdict": endings[-1]})
+        endings = body["structured_outputs"]["choice"] if field == "structured_outputs" else body["guided_choice"]
+        if "messages" in body:  # the assistant's free text is continued, not answered
+            assert body["messages"][-1] == {"role": "assistant", "content": self.FREE}
+            assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        else:
+            assert body["prompt"].endswith(self.FREE)
+        return endings[-1]
+
+    def __enter__(self):
+        self.thread.start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("field", ["structured_outputs", "guided_choice", "response_format"])
+def test_openai_choice_request_fields_against_local_server(field):
+    with ChoiceServer(field) as url, OpenAIGenerator(url, "judge", choice_field=field, retries=0) as gen:
+        out = gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, max_new_tokens=20, seed=2),
+                                  Choices(OPTIONS))
+    for options, row in zip(OPTIONS, out, strict=True):
+        assert [c.text for c in row] == [ChoiceServer.FREE + options[-1]] * 2
+        assert all(c.constrained for c in row)
+
+
+def test_openai_server_without_the_field_falls_back_to_free_text(capsys):
+    with ChoiceServer("structured_outputs", refuse=True) as url, OpenAIGenerator(url, "judge", retries=0) as gen:
+        out = gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, seed=2), Choices(OPTIONS))
+    assert [[c.text for c in row] for row in out] == [[ChoiceServer.FREE + "so \\boxed{1}"] * 2] * 2
+    assert not any(c.constrained for row in out for c in row)
+    err = capsys.readouterr().err
+    assert err.count("cannot constrain with structured_outputs") == 1 and "free text" in err
+
+
+def test_openai_choice_field_is_checked():
+    from prm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="choice_field must be one of"):
+        OpenAIGenerator("http://127.0.0.1:1/v1", "m", choice_field="regex")
