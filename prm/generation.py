@@ -944,7 +944,7 @@ class GeneratorConfig:
     base_url: str | None = option(None, help="openai: server URL up to /v1, e.g. http://localhost:8000/v1")
     api_key_env: str = option("OPENAI_API_KEY", help="openai: environment variable holding the API key")
     max_concurrency: int = option(8, help="openai: requests in flight at once")
-    retries: int = option(5, help="openai: retries on 429/5xx/connection errors (exponential backoff)")
+    retries: int = option(5, help="openai: retries on 408/429/5xx, timeouts, connection errors (Retry-After, else backoff)")
     timeout_s: float = option(120.0, help="openai: seconds to wait for one response")
     choice_field: Literal["structured_outputs", "guided_choice", "response_format"] = option(
         "structured_outputs", help="openai + judge.constrain: the request field carrying the allowed verdicts: "

@@ -351,7 +351,7 @@ def test_openai_retries_after_the_servers_retry_after(status):
     assert texts(out) == [["x|0"]]
     assert len(server.requests) == 2 and gen.requests_sent == 2
     gap = server.arrivals[1] - server.arrivals[0]
-    assert 1.0 <= gap < 3.0, gap
+    assert 1.0 <= gap < 10.0, gap  # the wait asked for, not backoff_s (0.01 s); the upper bound only allows for load
 
 
 def test_openai_retry_backoff_grows():
