@@ -4,6 +4,7 @@ whole orchestration (every arm built, trained, scored, reported; a rerun skips f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,22 +62,21 @@ def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "prm", "experiment", "ablation", "--config", str(ROOT / "configs/ablation_tiny.yaml"),
            f"ablation.run_dir={run_dir}", f"train.model={tiny_model_dir}"]
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"}
-    import os
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((run_dir / "report" / "report.json").read_text())
     arms = report["arms"]
-    assert list(arms) == ["untrained", "mc_only", "judge_only", "consensus", "mc_matched", "consensus_soft"]
+    assert list(arms) == ["untrained", "mc_only", "judge_only", "consensus", "mc_matched", "consensus_soft",
+                          "consensus_soft_mse"]
     cons, matched, mc = arms["consensus"]["labels"], arms["mc_matched"]["labels"], arms["mc_only"]["labels"]
     assert matched["examples"] == cons["examples"] < mc["examples"]
     assert matched["with_error_share"] == pytest.approx(cons["with_error_share"])
     assert arms["consensus_soft"]["soft_labels"] == cons["examples"]  # exhaustive MC: every kept step has a value
     for row in arms.values():
         assert row["heldout"]["step_auc"] is not None and len(row["heldout_ci"]["step_auc"]) == 2
-    assert set(report["consensus_minus"]) == {"mc_only", "mc_matched", "judge_only", "consensus_soft", "untrained"}
+    assert set(report["consensus_minus"]) == {"mc_only", "mc_matched", "judge_only", "consensus_soft",
+                                              "consensus_soft_mse", "untrained"}
     assert report["annotators"]["judge"]["accuracy_on_correct"] is not None
     assert (run_dir / "report" / "ablation.png").stat().st_size > 1000
     assert "consensus" in (run_dir / "report" / "report.md").read_text()
