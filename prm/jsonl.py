@@ -75,7 +75,11 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         return obj
     marked = _DuplicateKey(obj)
     seen: set[str] = set()
-    marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    for key, _ in pairs:
+        if key in seen:
+            marked.duplicate = key
+            break
+        seen.add(key)
     return marked
 
 

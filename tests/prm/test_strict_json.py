@@ -151,7 +151,7 @@ def test_a_bad_deepspeed_config_is_one_config_error(tmp_path, content, message):
     ds = tmp_path / "ds.json"
     ds.write_bytes(content)
     with pytest.raises(ConfigError) as info:
-        deepspeed_config(TrainConfig(deepspeed=str(ds)), world_size=1, cuda=False)
+        deepspeed_config(TrainConfig(deepspeed=str(ds)), world_size=1)
     assert str(info.value).startswith(f"train.deepspeed: {ds}") and message in str(info.value)
     assert len(str(info.value).splitlines()) == 1
 
