@@ -173,7 +173,7 @@ def save_untrained(config: str, overrides: list[str], out: str) -> None:
 
     train = load_section(TrainConfig, "train", config, overrides)
     torch.manual_seed(train.seed)
-    model, tokenizer = build_prm(train.model)
+    model, tokenizer = build_prm(train.model, head=train.head)
     tmp = Path(f"{out}.tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -16,6 +16,20 @@ marker in the content is removed first). Class 1 of the head at a marker = P(ste
 
 A saved folder is plain transformers: `AutoModelForTokenClassification.from_pretrained(path)` plus
 `AutoTokenizer.from_pretrained(path)`; `config.step_marker` / `config.step_marker_id` name the marker.
+
+`head="two_layer"` (`train.head`) gives the Qwen2.5-Math-PRM head instead of one linear layer: `score.0`
+Linear(h, h) -> ReLU -> `score.2` Linear(h, 2), recorded as `config.prm_head = "two_layer"`, with the released
+checkpoints' weight names, so `prm score` reads both through one code path (prm/scoring/two_layer.py). Such a
+folder needs no remote code and no custom class, but `AutoModelForTokenClassification` alone would put a fresh
+one-layer `score` in place of it (warning that `score.0.*`/`score.2.*` went unused). With plain transformers:
+
+    body = AutoModel.from_pretrained(path)                      # the `model.*` weights
+    head = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
+    head.load_state_dict({k.removeprefix("score."): v for k, v in safetensors.torch.load_file(
+        f"{path}/model.safetensors").items() if k.startswith("score.")})
+    p_correct = head(body(input_ids).last_hidden_state).softmax(-1)[..., 1]   # read at the marker positions
+
+or `load_prm(path)`, which loads the token classifier and puts the two-layer head in place.
 """
 
 from __future__ import annotations
@@ -28,6 +42,26 @@ from prm.steps import STEP_MARKER, strip_markers
 
 # Separator between a step's marker and the next step's text inside the assistant turn.
 STEP_SEPARATOR = "\n"
+# `linear`: one Linear(h, 2) (transformers' token classifier); `two_layer`: the Qwen2.5-Math-PRM head.
+PRM_HEADS: tuple[str, ...] = ("linear", "two_layer")
+HEAD_WEIGHTS: tuple[str, ...] = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
+
+
+def two_layer_head(hidden: int, labels: int = 2) -> Any:
+    """The Qwen2.5-Math-PRM head: `score.0` Linear(h, h) -> ReLU -> `score.2` Linear(h, labels)."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, labels))
+
+
+def load_two_layer_head(path: str) -> Any:
+    """The two-layer head of a checkpoint (ours with head=two_layer, or a released Qwen2.5-Math-PRM), fp32."""
+    from prm.scoring.base import load_tensors
+
+    weights = load_tensors(path, list(HEAD_WEIGHTS))
+    head = two_layer_head(weights["score.0.weight"].shape[0], weights["score.2.weight"].shape[0])
+    head.load_state_dict({k.removeprefix("score."): v.float() for k, v in weights.items()})
+    return head
 
 
 def add_step_marker(tokenizer: Any, marker: str = STEP_MARKER) -> int:
@@ -78,17 +112,20 @@ def is_head_parameter(model: Any, name: str) -> bool:
 
 
 def build_prm(backbone: str, tokenizer: Any = None, dtype: Any = "fp32", marker: str = STEP_MARKER,
-              attn_implementation: str | None = "sdpa") -> tuple[Any, Any]:
+              attn_implementation: str | None = "sdpa", head: str = "linear") -> tuple[Any, Any]:
     """Any causal LM backbone (embedded name, hub id or folder) as a 2-label token classifier.
 
     The backbone's transformer body is loaded (checked: only the new `score` head may be missing), the
-    embeddings are resized for the marker, and the marker is recorded in the config.
+    embeddings are resized for the marker, and the marker is recorded in the config. `head` is `linear` or
+    `two_layer` (the Qwen2.5-Math-PRM layout, see the module docstring).
     """
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from prm.models import resolve_model
 
+    if head not in PRM_HEADS:
+        raise PrmError(f"unknown PRM head {head!r}; choose one of {', '.join(PRM_HEADS)}")
     path = resolve_model(backbone)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -103,10 +140,14 @@ def build_prm(backbone: str, tokenizer: Any = None, dtype: Any = "fp32", marker:
         )
     except (OSError, ValueError) as exc:
         raise PrmError(f"cannot load backbone {backbone!r} as a token classifier: {exc}") from None
-    head = {name for name, _ in model.named_parameters() if is_head_parameter(model, name)}
-    body_missing = [k for k in info.get("missing_keys", []) if k not in head]
+    head_names = {name for name, _ in model.named_parameters() if is_head_parameter(model, name)}
+    body_missing = [k for k in info.get("missing_keys", []) if k not in head_names]
     if body_missing:
         raise PrmError(f"backbone {backbone!r}: body weights not loaded (newly initialized): {body_missing[:5]}")
+    if head == "two_layer":
+        model.config.prm_head = head
+        _use_config_head(model)
+        model.score.apply(model._init_weights)  # the backbone's initializer, as the one-layer head got
     if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.step_marker = marker
@@ -117,6 +158,22 @@ def build_prm(backbone: str, tokenizer: Any = None, dtype: Any = "fp32", marker:
         model.dropout.p = 0.0
     model.config.use_cache = False  # a cache would disable packed-sequence masking in training
     return model, tokenizer
+
+
+def _use_config_head(model: Any) -> None:
+    """Put the head that `config.prm_head` names in place of transformers' one-layer `score` (new weights)."""
+    if getattr(model.config, "prm_head", "linear") == "two_layer":
+        linear = model.score
+        model.score = two_layer_head(linear.in_features, linear.out_features).to(linear.weight.dtype)
+
+
+def prm_from_config(config: Any) -> Any:
+    """An untrained PRM of `config`'s shape, head included (for loading a full state dict into)."""
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_config(config)
+    _use_config_head(model)
+    return model
 
 
 def load_prm(path: str, device: str = "cpu", dtype: Any = "auto") -> tuple[Any, Any]:
@@ -131,6 +188,8 @@ def load_prm(path: str, device: str = "cpu", dtype: Any = "auto") -> tuple[Any, 
         model = AutoModelForTokenClassification.from_pretrained(path, dtype=_torch_dtype(dtype, device))
     except (OSError, ValueError) as exc:
         raise PrmError(f"cannot load PRM from {path}: {exc}") from None
+    if getattr(model.config, "prm_head", "linear") == "two_layer":  # the one-layer score loaded fresh: replace it
+        model.score = load_two_layer_head(path).to(model.dtype)
     marker = getattr(model.config, "step_marker", STEP_MARKER)
     mid = marker_id(tokenizer, marker)
     if getattr(model.config, "step_marker_id", mid) != mid:

@@ -54,6 +54,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     model: str = option("smollm2-135m-instruct", help="backbone: embedded name, hub id or local folder")
+    head: Literal["linear", "two_layer"] = option(
+        "linear", help="PRM head: linear (one Linear(h, 2)) or two_layer (the Qwen2.5-Math-PRM head, score.0 "
+                       "Linear(h, h) -> ReLU -> score.2 Linear(h, 2); scored like the released checkpoints)")
     output_dir: str = option("runs/prm", help="checkpoints, losses.jsonl, final/ (the HF folder)")
     loss: Literal["hard", "soft", "soft_mse"] = option(
         "hard", help="hard: CE on labels; soft: CE against [1-v, v] MC values; soft_mse: (P(correct) - v)^2 "

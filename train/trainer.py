@@ -241,7 +241,7 @@ def build_model(cfg: TrainConfig, per_example_attention: bool = False) -> tuple[
     from prm.prm_model import build_prm
 
     torch.manual_seed(cfg.seed)
-    model, tokenizer = build_prm(cfg.model, dtype="fp32")
+    model, tokenizer = build_prm(cfg.model, dtype="fp32", head=cfg.head)
     if per_example_attention:
         from train.attention import use_segment_attention
 
@@ -566,12 +566,12 @@ class Trainer:
                               "stage3_gather_16bit_weights_on_model_save=true in the DeepSpeed config")
         dist.barrier()
         if self.rank == 0:
-            from transformers import AutoModelForTokenClassification
+            from prm.prm_model import prm_from_config
 
             state = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
             module = self.engine.module
             config = (module.get_base_model() if peft_config is not None else module).config
-            fresh = AutoModelForTokenClassification.from_config(config)
+            fresh = prm_from_config(config)
             if peft_config is not None:
                 from peft import get_peft_model
 

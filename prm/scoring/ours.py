@@ -1,5 +1,9 @@
 """`ours`: the checkpoints `prm train` writes (prm/prm_model.py): token classification with 2 labels,
 P(label 1) at the step marker after each step. Detected by `step_marker` in config.json.
+
+A checkpoint trained with `train.head=two_layer` (`prm_head: two_layer` in config.json) has the
+Qwen2.5-Math-PRM head and is scored by the released format's code (prm/scoring/two_layer.py), with our
+encoding: `OursTwoLayerScorer`.
 """
 
 from __future__ import annotations
@@ -8,6 +12,8 @@ from typing import Any
 
 from prm.errors import PrmError
 from prm.scoring.base import Checkpoint, Encoded, Scorer, max_positions, quiet_transformers
+from prm.scoring.two_layer import TwoLayerHeadScorer
+from prm.steps import STEP_MARKER
 
 
 class OursScorer(Scorer):
@@ -32,9 +38,11 @@ class OursScorer(Scorer):
         return "step_marker" in checkpoint.config or "step_marker_id" in checkpoint.config
 
     @classmethod
-    def load(cls, path: str, tokenizer: Any, device: str, dtype: Any) -> OursScorer:
+    def load(cls, path: str, tokenizer: Any, device: str, dtype: Any) -> Scorer:
         from prm.prm_model import load_prm
 
+        if Checkpoint(path, tokenizer).config.get("prm_head") == "two_layer":
+            return OursTwoLayerScorer.load(path, tokenizer, device, dtype)
         with quiet_transformers():
             loaded = load_prm(path, device, dtype)
         model, tok = loaded if isinstance(loaded, tuple) else (loaded, tokenizer)
@@ -53,3 +61,22 @@ class OursScorer(Scorer):
         enc = self._encode_steps(self.tokenizer, problem, steps)
         logits = self.model(input_ids=torch.tensor([list(enc.input_ids)], device=self.device)).logits
         return float(logits[0, list(enc.marker_positions)[-1]].float().softmax(-1)[1])
+
+
+class OursTwoLayerScorer(TwoLayerHeadScorer):
+    """Our checkpoint with the Qwen2.5-Math-PRM head: our encoding (step marker), the released format's body,
+    head and reading."""
+
+    format = "ours"
+
+    def __init__(self, backbone: Any, score_head: Any, tokenizer: Any, device: str, dtype: Any):
+        super().__init__(backbone, score_head, tokenizer, device, dtype)
+        from prm.prm_model import encode_steps, marker_id
+
+        self.marker = getattr(backbone.config, "step_marker", None) or STEP_MARKER
+        marker_id(tokenizer, self.marker)  # a folder without its marker cannot be read
+        self._encode_steps = encode_steps
+
+    def encode(self, problem: str, steps: list[str]) -> Encoded:
+        enc = self._encode_steps(self.tokenizer, problem, steps, marker=self.marker)
+        return Encoded(list(enc.input_ids), list(enc.marker_positions))
