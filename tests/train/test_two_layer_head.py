@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from prm.errors import PrmError
-from prm.prm_model import HEAD_WEIGHTS, build_prm, encode_steps, is_head_parameter, load_prm, score_steps
+from prm.prm_model import HEAD_WEIGHTS, build_prm, encode_steps, is_head_parameter, load_prm
 from prm.scoring import detect_format, load_scorer
 from prm.scoring.ours import OursScorer
 from prm.scoring.qwen_prm import QwenPrmScorer
 from prm.scoring.two_layer import TwoLayerHeadScorer
 from testkit.tiny_checkpoints import make_tiny_checkpoint
-
-from .trainer_helpers import base_overrides, losses, run_train, write_toy
+from tests.train.trainer_helpers import base_overrides, losses, run_train, write_toy
 
 PROBLEMS = ["What is 2 + 3 * 4?", "Solve 3x - 7 = 11 for x."]
 STEPS = [["3 * 4 = 12.", "2 + 12 = 14.", "The answer is 14."], ["3x = 18.", "x = 6."]]
@@ -78,7 +77,10 @@ def test_two_layer_scores_through_the_released_qwen_code(two_layer_dir, tmp_path
     model, tok = load_prm(two_layer_dir, "cpu", "fp32")  # the token classifier training runs, head swapped in
     for problem, steps, got, want in zip(PROBLEMS, STEPS, fast, slow, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
-        assert got == pytest.approx(score_steps(model, tok, problem, steps), abs=1e-4)
+        enc = encode_steps(tok, problem, steps)
+        with torch.no_grad():  # the forward training runs: the token classifier's logits at the markers
+            logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0, enc.marker_positions]
+        assert got == pytest.approx(logits.softmax(-1)[:, 1].tolist(), abs=1e-4)
         assert got == pytest.approx(plain_transformers_scores(two_layer_dir, problem, steps), abs=1e-5)
     flat = [x for s in fast for x in s]
     assert max(flat) - min(flat) > 1e-3  # a head that reads the states, not a constant
@@ -116,4 +118,5 @@ def test_prm_train_with_the_two_layer_head(tmp_path, tiny_model_dir):
     assert len(losses(out)) == 4
     scorer = load_scorer(str(out / "final"), device="cpu")
     assert isinstance(scorer, TwoLayerHeadScorer) and scorer.format == "ours"
-    assert scorer.score(PROBLEMS, STEPS) == pytest.approx(scorer.reference_scores(PROBLEMS, STEPS), abs=1e-4)
+    for got, want in zip(scorer.score(PROBLEMS, STEPS), scorer.reference_scores(PROBLEMS, STEPS), strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
