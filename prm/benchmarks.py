@@ -22,12 +22,14 @@ one where the row's object starts, in JSON lines the row's line, in parquet or a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prm.errors import InputError
 from prm.grading import extract_answer
+from prm.jsonl import is_json_array_file, read_json
 from prm.steps import split_steps
 
 BENCHMARK_FORMATS: tuple[str, ...] = ("rewardmath", "rewardbench")
@@ -36,43 +38,42 @@ BENCHMARK_FORMATS: tuple[str, ...] = ("rewardmath", "rewardbench")
 def benchmark_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, row): a JSON list file gives the line where each row starts; anything else as prm.formats reads it."""
     path = Path(source)
-    if path.is_file() and path.suffix.lower() == ".json":
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        if text.lstrip().startswith("["):
-            yield from _json_list_rows(source, text)
-            return
+    if path.is_file() and path.suffix.lower() == ".json" and is_json_array_file(path):
+        try:
+            rows = read_json(path)  # the strict parser every JSON reader uses
+        except InputError as exc:  # a value it refuses (a duplicate key, NaN) is named by index: give its line
+            element = re.match(r"\[(\d+)\]\.?(.*)", exc.field or "")
+            if exc.line is not None or element is None:
+                raise
+            line = _element_lines(path.read_bytes().decode("utf-8-sig"))[int(element.group(1))]
+            raise InputError(source, line, element.group(2) or None, exc.message) from None
+        for line, row in zip(_element_lines(path.read_bytes().decode("utf-8-sig")), rows, strict=True):
+            if not isinstance(row, dict):
+                raise InputError(source, line, None, f"expected a JSON object, got {type(row).__name__}")
+            yield line, row
+        return
     from prm.formats import load_rows
 
     yield from load_rows(source, split)
 
 
-def _json_list_rows(source: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _element_lines(text: str) -> list[int]:
+    """The 1-based line on which each element of a (valid) top-level JSON array starts."""
     decoder = json.JSONDecoder()
-    pos, line, counted = text.index("[") + 1, 1, 0
-
-    def skip_space(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
-
-    while True:
-        pos = skip_space(pos)
+    lines, line, counted = [], 1, 0
+    pos = _SPACE.match(text, text.index("[") + 1).end()
+    while text[pos] != "]":
         line += text.count("\n", counted, pos)
         counted = pos
-        if pos < len(text) and text[pos] == "]":
-            return
-        try:
-            row, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, line + text.count("\n", pos, exc.pos), None, f"invalid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(source, line, None, f"expected a JSON object, got {type(row).__name__}")
-        yield line, row
-        pos = skip_space(end)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos >= len(text) or text[pos] != "]":
-            raise InputError(source, line + text.count("\n", counted, pos), None, "invalid JSON: expected ',' or ']'")
+        lines.append(line)
+        _, end = decoder.raw_decode(text, pos)
+        pos = _SPACE.match(text, end).end()
+        if text[pos] == ",":
+            pos = _SPACE.match(text, pos + 1).end()
+    return lines
 
 
 _KINDS = {str: "a string", list: "a list", (int, str): "an integer or a string",

@@ -156,3 +156,15 @@ def test_rewardbench_row_missing_chosen_is_one_error_line(tmp_path, capsys):
     assert not out.exists()
     assert main(["data", "convert", str(REWARDBENCH), str(out), "--from", "rewardbench", "--to", "trl"]) == 2
     assert "use --to ours" in capsys.readouterr().err
+
+
+def test_rewardmath_broken_json_is_one_error_line(tmp_path, capsys):
+    text = REWARDMATH.read_text().splitlines()
+    at = [k for k, line in enumerate(text) if '"answer": "14",' in line][1]  # the second row's answer
+    text[at] += ' "answer": "15",'  # a duplicate key: named at the line where its row starts
+    bad = tmp_path / "dup.json"
+    bad.write_text("\n".join(text) + "\n")
+    assert main(["data", "convert", str(bad), str(tmp_path / "o.jsonl"), "--from", "rewardmath"]) == 2
+    err = capsys.readouterr().err
+    row_line = object_start_lines("\n".join(text))[1]
+    assert err.startswith(f"error: {bad}:{row_line}: field 'answer': duplicate key") and len(err.splitlines()) == 1
