@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prm.jsonl import read_json
+from prm.jsonl import iter_lines, parse_line, read_json
 
 MODELS = ("trained", "untrained")
 
@@ -80,8 +80,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float | None, float | No
 def _records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [row for lineno, raw in iter_lines(path) if (row := parse_line(str(path), lineno, raw)) is not None]
 
 
 def _annotation_section(run_dir: Path, consensus: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
