@@ -12,7 +12,12 @@ uses: one process builds none). The time from process start to the first optimiz
 The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run
 reads exactly the batches the uninterrupted run would have read, and reproduces its losses.
 
-Output dir: `losses.jsonl` (one line per optimizer step: step, loss, lr, tokens, steps, elapsed),
+The loss of an optimizer step is the mean over every labelled step in it, across micro-batches, gradient
+accumulation and processes (see Trainer._loss_scale), so micro_batch_size, packing and the process count
+do not change the objective.
+
+Output dir: `losses.jsonl` (one line per optimizer step: step, loss, lr, tokens, steps, elapsed, grad_norm:
+the gradient norm before clipping),
 `eval.jsonl` (validation metrics), `checkpoints/step_N` (DeepSpeed, with `latest`), `final/` (a plain
 Hugging Face AutoModelForTokenClassification + tokenizer with the marker; LoRA merged), `wandb/` when
 report_to=wandb. SIGTERM or SIGUSR1 (Slurm preemption) -> checkpoint at the end of the current step,
@@ -326,6 +331,20 @@ class Trainer:
             out.append(self._epoch_cache[epoch][k])
         return out
 
+    def _loss_scale(self, micro_batches: list[list[list[Any]]]) -> float:
+        """The factor that turns a micro-batch's loss sum into its share of the optimizer step's loss, the mean
+        over every labelled step of the step (all micro-batches, all ranks): world / (labelled steps of all
+        ranks). DeepSpeed averages gradients over ranks (the factor `world` undoes that); backward is called
+        with scale_wrt_gas=False, so no division by the accumulation steps. Micro-batch size, accumulation,
+        packing and process count then leave the objective unchanged."""
+        import torch
+        import torch.distributed as dist
+
+        count = torch.tensor([sum(len(ex.labels) for mb in micro_batches for row in mb for ex in row)],
+                             dtype=torch.float64)
+        dist.all_reduce(count)
+        return self.world / max(float(count), 1.0)
+
     def _forward_loss(self, batch: dict[str, Any]) -> tuple[Any, int]:
         from train.losses import step_loss_sum
 
@@ -421,11 +440,13 @@ class Trainer:
         last_saved = first_step = step
         while step < total:
             sums = torch.zeros(3, dtype=torch.float64)  # loss sum, labelled steps, tokens
-            for mb in self._micro_batches(step):
+            micro_batches = self._micro_batches(step)
+            scale = self._loss_scale(micro_batches)
+            for mb in micro_batches:
                 batch = collate(mb, tokenizer.pad_token_id, cfg.data.packing,
                                 self.pack_length if cfg.data.packing else None, cfg.data.pad_to_multiple_of)
                 loss_sum, count = self._forward_loss(batch)
-                self.engine.backward(loss_sum / max(count, 1))
+                self.engine.backward(loss_sum * scale, scale_wrt_gas=False)
                 self.engine.step()
                 sums += torch.tensor([float(loss_sum.detach()), count, batch["n_tokens"]], dtype=torch.float64)
             dist.all_reduce(sums)
@@ -434,6 +455,9 @@ class Trainer:
             lr = scheduler.get_last_lr()[0] if scheduler is not None else cfg.optim.lr
             record = {"step": step, "loss": float(sums[0] / max(sums[1], 1)), "lr": lr,
                       "tokens": int(sums[2]), "steps": int(sums[1]), "elapsed": round(time.time() - start, 3)}
+            grad_norm = self.engine.get_global_grad_norm()
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
             if self.rank == 0:
                 with open(losses_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
