@@ -345,6 +345,14 @@ class Trainer:
         dist.all_reduce(count)
         return self.world / max(float(count), 1.0)
 
+    def _local_grad_norm(self) -> float:
+        """Norm of the accumulated gradients before clipping, without ZeRO (they sit in p.grad, all-reduced
+        over ranks at the step boundary, so every rank holds the full gradient)."""
+        import torch
+
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
     def _forward_loss(self, batch: dict[str, Any]) -> tuple[Any, int]:
         from train.losses import step_loss_sum
 
@@ -442,11 +450,14 @@ class Trainer:
             sums = torch.zeros(3, dtype=torch.float64)  # loss sum, labelled steps, tokens
             micro_batches = self._micro_batches(step)
             scale = self._loss_scale(micro_batches)
-            for mb in micro_batches:
+            grad_norm = None
+            for g, mb in enumerate(micro_batches):
                 batch = collate(mb, tokenizer.pad_token_id, cfg.data.packing,
                                 self.pack_length if cfg.data.packing else None, cfg.data.pad_to_multiple_of)
                 loss_sum, count = self._forward_loss(batch)
                 self.engine.backward(loss_sum * scale, scale_wrt_gas=False)
+                if g == len(micro_batches) - 1 and not self.engine.zero_optimization():
+                    grad_norm = self._local_grad_norm()  # ZeRO reports its own after the step
                 self.engine.step()
                 sums += torch.tensor([float(loss_sum.detach()), count, batch["n_tokens"]], dtype=torch.float64)
             dist.all_reduce(sums)
@@ -455,7 +466,7 @@ class Trainer:
             lr = scheduler.get_last_lr()[0] if scheduler is not None else cfg.optim.lr
             record = {"step": step, "loss": float(sums[0] / max(sums[1], 1)), "lr": lr,
                       "tokens": int(sums[2]), "steps": int(sums[1]), "elapsed": round(time.time() - start, 3)}
-            grad_norm = self.engine.get_global_grad_norm()
+            grad_norm = self.engine.get_global_grad_norm() if grad_norm is None else grad_norm
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             if self.rank == 0:
