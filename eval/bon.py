@@ -16,7 +16,7 @@ random and the expectation is reported (see eval.aggregate). The mean over probl
 bootstrap interval (resampling problems).
 
 It also reports where the lowest step score falls, the final step or an earlier one, among the solutions each
-aggregation chooses from the full pool. The Qwen2.5-Math-PRM paper (section 3.2) finds that PRMs optimised
+aggregation chooses from the full pool. The Qwen2.5-Math-PRM paper finds that PRMs optimised
 for Best-of-N put a large share of their minimum scores on the final, answer step, behaving like outcome
 models; its own MC-trained PRMs have the lowest shares. What it finds specific to MC-trained PRMs is that they
 do best with the `last` aggregation (the final step's score, a value estimate).
