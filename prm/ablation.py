@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 from prm.config import load_section, option
 from prm.errors import ConfigError, PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
-from prm.pipeline import Runner, save_untrained
+from prm.pipeline import Runner, _prm, save_untrained
 from prm.records import Solution, TrainingExample
 
 # arm -> (the consensus rule whose examples it trains on, the training loss); mc_matched and untrained are special
@@ -146,10 +145,6 @@ def matched_subset(pool: list[TrainingExample], like: list[TrainingExample], see
     rng = random.Random(f"mc_matched:{seed}")
     chosen = {id(ex) for ex in rng.sample(err, want_err) + rng.sample(ok, want_ok)}
     return [ex for ex in pool if id(ex) in chosen]  # pool order: the trainer shuffles with its own seed
-
-
-def _prm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "prm", *args]
 
 
 def run_ablation(config: str, overrides: list[str]) -> Path:

@@ -63,7 +63,7 @@ def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
     cmd = [sys.executable, "-m", "prm", "experiment", "ablation", "--config", str(ROOT / "configs/ablation_tiny.yaml"),
            f"ablation.run_dir={run_dir}", f"train.model={tiny_model_dir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((run_dir / "report" / "report.json").read_text())
     arms = report["arms"]
