@@ -9,8 +9,8 @@ A plain loop over `deepspeed.initialize` (ZeRO-2 or ZeRO-3 from configs/deepspee
 from TrainConfig; one process runs those presets without ZeRO, as it has nothing to shard), torch's fused
 AdamW, and DeepSpeed's JIT-built ops in a folder keyed by the torch and DeepSpeed versions (only the ops a run
 uses: one process builds none). The time from process start to the first optimizer step is printed.
-The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run
-reads exactly the batches the uninterrupted run would have read, and reproduces its losses.
+The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run reads exactly the
+batches the uninterrupted run would have read, and reproduces its losses.
 
 The loss of an optimizer step is the mean over every labelled step in it, across micro-batches, gradient
 accumulation and processes (see Trainer._loss_scale), so micro_batch_size, packing and the process count
@@ -108,8 +108,8 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
 
     A world of one shards nothing, so the zero2/zero3 presets run there without ZeRO (stage 0: no partition
     buffers, no gradient-bucket copies; bf16 as torch autocast); a JSON file of your own is taken as written
-    (e.g. ZeRO-Offload on one GPU). The optimizer is torch's AdamW, fused (one kernel over all parameters) on CPU and CUDA: no
-    DeepSpeed op to JIT-build."""
+    (e.g. ZeRO-Offload on one GPU). The optimizer is torch's AdamW, fused (one kernel over all parameters) on
+    CPU and CUDA: no DeepSpeed op to JIT-build."""
     path = Path(cfg.deepspeed)
     preset = cfg.deepspeed in ("zero2", "zero3")
     if preset:
@@ -587,11 +587,21 @@ class Trainer:
         return metrics
 
     def _save_final(self, tokenizer: Any, peft_config: Any) -> None:
-        """Gather the full weights (ZeRO-3: 16-bit gather), rebuild a plain model on rank 0, merge LoRA,
-        save a Hugging Face folder (model + tokenizer with the marker)."""
+        """Save a Hugging Face folder (model + tokenizer with the marker), LoRA merged. Without ZeRO-3 every rank
+        holds the whole model, and rank 0 saves it as it is; ZeRO-3 gathers the 16-bit weights into a file and
+        rank 0 rebuilds a plain model from it (a file and a second model: the peak memory of a run that
+        does not need them)."""
         import torch
         import torch.distributed as dist
 
+        if not self.engine.zero_optimization_partition_weights():
+            if self.rank == 0:
+                model = self.engine.module  # training is over: merged and cast in place
+                if peft_config is not None:
+                    model = model.merge_and_unload()
+                self._write_final(model.to(torch.bfloat16) if self.cfg.precision == "bf16" else model, tokenizer)
+            dist.barrier()
+            return
         tmp = self.out / "final.tmp"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -618,12 +628,15 @@ class Trainer:
                 fresh = fresh.merge_and_unload()
             if self.cfg.precision == "bf16":
                 fresh = fresh.to(torch.bfloat16)
-            final = self.out / "final"
-            shutil.rmtree(final, ignore_errors=True)
-            fresh.save_pretrained(final, safe_serialization=True)
-            tokenizer.save_pretrained(final)
+            self._write_final(fresh, tokenizer)
             shutil.rmtree(tmp, ignore_errors=True)
         dist.barrier()
+
+    def _write_final(self, model: Any, tokenizer: Any) -> None:
+        final = self.out / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        model.save_pretrained(final, safe_serialization=True)
+        tokenizer.save_pretrained(final)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> int:
