@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -123,14 +122,9 @@ def main() -> int:
         if (True, "bf16", 4) in rate:
             print(f"{name}: bf16 x{rate[True, 'bf16', -1] / rate[True, 'fp32', -1]:.2f} tokens/s over fp32; "
                   f"top 4 blocks x{rate[True, 'bf16', 4] / rate[True, 'bf16', -1]:.2f} over every weight")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "python": platform.python_version()},
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "results": results,
-    }, indent=1) + "\n")
-    print(f"JSON: {args.out}")
+    from results_file import write_bench_json
+
+    write_bench_json(args.out, args.threads, {k: v for k, v in vars(args).items() if k != "out"}, results)
     return 0
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -325,16 +324,11 @@ def main() -> int:
         print(f"start-up, {r['processes']} process(es), tiny model, foreign op cache in ~/.cache/torch_extensions"
               f"{' left untouched' if r['foreign_cache_untouched'] else ' TOUCHED'}: first optimizer step after "
               f"{r['first_step_s'][0]:.1f} s (first run), {r['first_step_s'][1]:.1f} s (second run)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "python": platform.python_version()},
-        "settings": {k: v for k, v in vars(args).items() if k in ("runs", "steps", "smollm2_steps",
-                                                                   "smollm2_precision", "smollm2_rows", "threads",
-                                                                   "settings")},
-        "results": results,
-    }, indent=1) + "\n")
-    print(f"JSON: {args.out}")
+    from results_file import write_bench_json
+
+    write_bench_json(args.out, args.threads, {k: v for k, v in vars(args).items()
+                                              if k in ("runs", "steps", "smollm2_steps", "smollm2_precision",
+                                                       "smollm2_rows", "threads", "settings")}, results)
     return 0
 
 
