@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import email.utils
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -392,47 +393,75 @@ class TransformersGenerator:
                 endings = choices.candidates(pi, part.text)
                 ids = [list(self.tokenizer(e, add_special_tokens=False)["input_ids"]) for e in endings]
                 rows.append((pi, k, context, endings, ids))
-        pairs = [(context, e) for _, _, context, _, ids in rows for e in ids]
-        scores = iter(self._continuation_logprobs(pairs))
+        scores = self._ending_logprobs([(context, ids) for _, _, context, _, ids in rows])
         results: list[list[Completion]] = [[] for _ in prompts]
-        for pi, k, _, endings, ids in rows:
-            row_scores = [next(scores) for _ in endings]
+        for (pi, k, _, endings, ids), row_scores in zip(rows, scores, strict=True):
             pick = _pick_option(row_scores, sampling.temperature,
                                 derive_seed(sampling.seed, rendered[pi][0] + "\x00choice", k))
             results[pi].append(Choices.reply(free[pi][k], endings[pick], len(ids[pick])))
         return results
 
-    def _continuation_logprobs(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
-        """log p(continuation | context) for each (context ids, continuation ids), batched by length.
+    def _ending_logprobs(self, rows: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """log p(ending | context) of every ending of each (context ids, endings' ids) row, batched.
 
-        Rows are left-padded with positions counted from each row's first real token, so a row scores as it
-        would alone, and only the last positions' logits are computed (the vocabulary projection dominates
-        for short continuations)."""
+        A context runs once and its endings continue its KV cache, so a verdict among E endings costs one pass
+        over the (long) judge prompt, not E. Contexts are left-padded with positions counted from each row's
+        first real token, so a row scores as it would alone; only the last context position's logits are
+        computed (the vocabulary projection dominates for short endings)."""
         import torch
 
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        out = [0.0] * len(pairs)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+        out: list[list[float]] = [[] for _ in rows]
         pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            seqs = [pairs[i][0] + pairs[i][1] for i in batch]
-            width = max(len(x) for x in seqs)
-            keep = max(len(pairs[i][1]) for i in batch) + 1
-            input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, x in enumerate(seqs):
-                input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
-                attention[row, width - len(x):] = 1
+            width = max(len(rows[i][0]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                context = rows[i][0]
+                input_ids[row, width - len(context):] = torch.tensor(context, dtype=torch.long)
+                attention[row, width - len(context):] = 1
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                    position_ids=positions.to(self.device), logits_to_keep=keep).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)  # [rows, keep, vocab]: the last `keep` positions
+                first = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                   position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
+            # Token 0 of every ending is predicted by the context's last position.
+            first_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()
+            per_context = max(len(rows[i][1]) for i in batch)
+            tail = max(len(e) for i in batch for e in rows[i][1]) - 1
+            rest = None
+            if tail > 0:
+                # Row r * per_context + j continues context r with ending j (ending 0 again where r has fewer);
+                # the endings' tokens but their last are the inputs, right-padded.
+                # transformers >= 5.2x names the KV cache `cache` (argument and output), before: past_key_values
+                cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+                    else "past_key_values"
+                cache = getattr(first, cache_name)
+                cache.batch_repeat_interleave(per_context)
+                ids = torch.full((len(batch) * per_context, tail), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch) * per_context, tail), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    endings = rows[i][1]
+                    for j in range(per_context):
+                        ending = endings[j] if j < len(endings) else endings[0]
+                        if len(ending) > 1:
+                            ids[row * per_context + j, : len(ending) - 1] = torch.tensor(ending[:-1])
+                            mask[row * per_context + j, : len(ending) - 1] = 1
+                lengths = attention.sum(-1).repeat_interleave(per_context)
+                with torch.inference_mode():
+                    logits = self.model(
+                        input_ids=ids.to(self.device),
+                        attention_mask=torch.cat([attention.repeat_interleave(per_context, 0), mask], -1).to(self.device),
+                        position_ids=(lengths[:, None] + torch.arange(tail)).to(self.device),
+                        use_cache=True, **{cache_name: cache}).logits.float()
+                rest = torch.log_softmax(logits, dim=-1).cpu()
             for row, i in enumerate(batch):
-                continuation = pairs[i][1]
-                # Token t of the continuation is predicted at kept position keep - 1 - len + t.
-                at = torch.arange(keep - 1 - len(continuation), keep - 1)
-                out[i] = float(logprobs[row, at, torch.tensor(continuation, dtype=torch.long)].sum())
+                for j, ending in enumerate(rows[i][1]):
+                    score = float(first_logprobs[row, ending[0]])
+                    for t in range(1, len(ending)):
+                        score += float(rest[row * per_context + j, t - 1, ending[t]])  # type: ignore[index]
+                    out[i].append(score)
         return out
 
     def _finish(self, tokens: list[int], sampling: SamplingConfig) -> Completion:

@@ -235,6 +235,16 @@ def resolve_dtype(dtype: str, device: str):
     return dtypes[dtype]
 
 
+def native_bf16(device: str) -> bool:
+    """True where bf16 matmuls run in hardware: a CUDA GPU that supports bf16, or a CPU with AVX-512 BF16 or AMX.
+    On an AVX2-only CPU torch emulates bf16, which trains many times slower than fp32."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def default_device() -> str:
     import torch
 

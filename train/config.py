@@ -63,7 +63,9 @@ class TrainConfig:
                      "against MC values (the Qwen PRM paper's soft labels); soft* need soft_labels on every example")
     class_weights: list[float] = option([1.0, 1.0], help="[weight of wrong steps, weight of correct steps]")
     deepspeed: str = option("zero2", help="zero2 | zero3 | a DeepSpeed JSON path ('auto' values filled in)")
-    precision: Literal["bf16", "fp32"] = option("bf16", help="bf16 mixed precision or fp32")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", help="bf16 mixed precision, fp32, or auto: bf16 where the hardware runs it natively (a bf16 GPU, "
+                     "a CPU with AVX-512 BF16 or AMX), else fp32 (emulated bf16 trains slower than fp32)")
     trainable_layers: int = option(-1, help="train only the top N transformer blocks, the final norm and the "
                                             "head (0 = the head only, -1 = every weight); the frozen lower "
                                             "blocks keep no activations for backward, so a step is cheaper")

@@ -26,6 +26,7 @@ write `PREEMPTED`, exit with PREEMPTED_EXIT_CODE (75); rerun with --resume to co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -125,6 +126,8 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     if not isinstance(ds, dict):
         raise ConfigError(f"train.deepspeed: {path}: expected a JSON object of DeepSpeed settings, "
                           f"got a {type(ds).__name__}")
+    if cfg.precision == "auto":
+        raise ValueError("train.precision 'auto' must be resolved (Trainer.run does) before building the DeepSpeed config")
     mb, gas = cfg.data.micro_batch_size, cfg.gradient_accumulation_steps
     auto = {
         "train_batch_size": mb * gas * world_size,
@@ -376,6 +379,10 @@ class Trainer:
         # Read now, so a corrupt losses file fails before any weight is touched or file written.
         old_losses = read_losses(losses_path) if self.resume and (self.ckpt_dir / "latest").exists() else []
         self.rank, self.world, self.local_rank = init_distributed()
+        if cfg.precision == "auto":
+            from prm.models import default_device, native_bf16
+
+            cfg = self.cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(default_device()) else "fp32")
         ds_config = deepspeed_config(cfg, self.world)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, _on_signal)

@@ -73,10 +73,17 @@ def test_transformers_greedy_choice_is_the_most_likely_option(tiny_gen):
         scores.append(sum(float(logprobs[len(context) - 1 + i, t]) for i, t in enumerate(cont)))
     best = choices.options[0][max(range(len(scores)), key=scores.__getitem__)]
     assert {c.text for c in row} == {best}
-    # The batched, right-padded scoring gives the same log-probabilities.
-    pairs = [(context, tiny_gen.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in choices.options[0]]
-    batched = tiny_gen._continuation_logprobs(pairs + [(head, pairs[0][1])])
-    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(batched, scores, strict=False))
+    # The batched scoring (left-padded contexts, each run once, its endings continuing its KV cache) gives the
+    # same log-probabilities, also for a shorter context padded in the same batch and fewer endings.
+    endings = [tiny_gen.tokenizer(o, add_special_tokens=False)["input_ids"] for o in choices.options[0]]
+    short = context[5:]
+    with torch.inference_mode():
+        logits = tiny_gen.model(input_ids=torch.tensor([short + endings[1]])).logits.float()
+    logprobs = torch.log_softmax(logits[0], dim=-1)
+    short_score = sum(float(logprobs[len(short) - 1 + i, t]) for i, t in enumerate(endings[1]))
+    batched = tiny_gen._ending_logprobs([(context, endings), (short, endings[1:2])])
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(batched[0], scores, strict=True))
+    assert math.isclose(batched[1][0], short_score, abs_tol=1e-4)
 
 
 def test_transformers_sampled_choice_is_seeded_per_sample(tiny_gen):

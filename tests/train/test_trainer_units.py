@@ -121,16 +121,16 @@ def test_op_cache_folder_keyed_by_versions(tmp_path, monkeypatch):
 def test_one_process_runs_the_presets_without_zero_and_a_json_file_as_written(tmp_path):
     """A world of one has nothing to shard: zero2/zero3 become stage 0 there; a file of one's own is kept."""
     for stage in ("zero2", "zero3"):
-        cfg = load_section(TrainConfig, "train", None, [f"deepspeed={stage}"])
+        cfg = load_section(TrainConfig, "train", None, [f"deepspeed={stage}", "precision=bf16"])
         assert deepspeed_config(cfg, world_size=1)["zero_optimization"] == {"stage": 0}
         assert deepspeed_config(cfg, world_size=2)["zero_optimization"]["stage"] == int(stage[-1])
-        one = deepspeed_config(cfg, world_size=1)  # bf16 (the default): torch autocast over fp32 weights
+        one = deepspeed_config(cfg, world_size=1)  # bf16 on one process: torch autocast over fp32 weights
         assert one["bf16"]["enabled"] is False and one["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
         assert deepspeed_config(cfg, world_size=2)["bf16"]["enabled"] is True
     own = tmp_path / "offload.json"
     own.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {
         "stage": 2, "offload_optimizer": {"device": "cpu"}}}))
-    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={own}"])
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={own}", "precision=fp32"])
     assert deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
 
 
@@ -172,3 +172,17 @@ def test_soft_loss_on_an_example_without_soft_labels_fails_naming_it(tmp_path, t
     assert len(err) == 1 and "Traceback" not in res.stderr
     assert f"{data}:2" in err[0] and "no-soft" in err[0] and "soft_labels" in err[0] and "soft_mse" in err[0]
     assert not out.exists()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_runs_it():
+    """`precision: auto` (the default) trains fp32 on a CPU that would emulate bf16, many times slower."""
+    import torch
+
+    from prm.models import native_bf16
+
+    cpu_native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16("cpu") == cpu_native
+    assert native_bf16("cuda") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert load_section(TrainConfig, "train", None, []).precision == "auto"
+    with pytest.raises(ValueError, match="auto"):  # resolved by the trainer before DeepSpeed sees it
+        deepspeed_config(load_section(TrainConfig, "train", None, []), world_size=1)
