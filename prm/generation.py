@@ -401,18 +401,26 @@ class TransformersGenerator:
             results[pi].append(Choices.reply(free[pi][k], endings[pick], len(ids[pick])))
         return results
 
-    def _ending_logprobs(self, rows: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+    def _ending_logprobs(self, rows: list[tuple[list[int], list[list[int]]]],
+                         max_ending_rows: int | None = None) -> list[list[float]]:
         """log p(ending | context) of every ending of each (context ids, endings' ids) row, batched.
 
         A context runs once and its endings continue its KV cache, so a verdict among E endings costs one pass
         over the (long) judge prompt, not E. Contexts are left-padded with positions counted from each row's
         first real token, so a row scores as it would alone; only the last context position's logits are
-        computed (the vocabulary projection dominates for short endings)."""
+        computed (the vocabulary projection dominates for short endings). The endings run in groups of at
+        most `max_ending_rows` (default 4 x batch_size) rows, each with its own copy of the contexts' cache,
+        so a long solution's many candidate steps never hold batch_size x E copies of a long prompt's cache."""
+        import copy
+
         import torch
 
+        group = max_ending_rows or 4 * self.batch_size
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         out: list[list[float]] = [[] for _ in rows]
         pad_id = self.tokenizer.pad_token_id
+        # transformers >= 5.2x names the KV cache `cache` (argument and output), before: past_key_values
+        cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             width = max(len(rows[i][0]) for i in batch)
@@ -428,39 +436,37 @@ class TransformersGenerator:
                                    position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
             # Token 0 of every ending is predicted by the context's last position.
             first_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()
-            per_context = max(len(rows[i][1]) for i in batch)
-            tail = max(len(e) for i in batch for e in rows[i][1]) - 1
-            rest = None
-            if tail > 0:
-                # Row r * per_context + j continues context r with ending j (ending 0 again where r has fewer);
-                # the endings' tokens but their last are the inputs, right-padded.
-                # transformers >= 5.2x names the KV cache `cache` (argument and output), before: past_key_values
-                cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
-                    else "past_key_values"
-                cache = getattr(first, cache_name)
-                cache.batch_repeat_interleave(per_context)
-                ids = torch.full((len(batch) * per_context, tail), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch) * per_context, tail), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    endings = rows[i][1]
-                    for j in range(per_context):
-                        ending = endings[j] if j < len(endings) else endings[0]
-                        if len(ending) > 1:
-                            ids[row * per_context + j, : len(ending) - 1] = torch.tensor(ending[:-1])
-                            mask[row * per_context + j, : len(ending) - 1] = 1
-                lengths = attention.sum(-1).repeat_interleave(per_context)
+            cache = getattr(first, cache_name)
+            # (context row, ending) pairs whose endings have tokens after the first
+            pairs = [(row, j) for row, i in enumerate(batch) for j, e in enumerate(rows[i][1]) if len(e) > 1]
+            rest: dict[tuple[int, int], torch.Tensor] = {}
+            for at in range(0, len(pairs), group):
+                chunk = pairs[at : at + group]
+                tail = max(len(rows[batch[row]][1][j]) for row, j in chunk) - 1
+                # The endings' tokens but their last are the inputs, right-padded after their context.
+                ids = torch.full((len(chunk), tail), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), tail), dtype=torch.long)
+                for n, (row, j) in enumerate(chunk):
+                    ending = rows[batch[row]][1][j]
+                    ids[n, : len(ending) - 1] = torch.tensor(ending[:-1])
+                    mask[n, : len(ending) - 1] = 1
+                context_rows = torch.tensor([row for row, _ in chunk])
                 with torch.inference_mode():
+                    chunk_cache = copy.deepcopy(cache)
+                    chunk_cache.batch_select_indices(context_rows.to(self.device))
                     logits = self.model(
                         input_ids=ids.to(self.device),
-                        attention_mask=torch.cat([attention.repeat_interleave(per_context, 0), mask], -1).to(self.device),
-                        position_ids=(lengths[:, None] + torch.arange(tail)).to(self.device),
-                        use_cache=True, **{cache_name: cache}).logits.float()
-                rest = torch.log_softmax(logits, dim=-1).cpu()
+                        attention_mask=torch.cat([attention[context_rows], mask], -1).to(self.device),
+                        position_ids=(attention.sum(-1)[context_rows][:, None] + torch.arange(tail)).to(self.device),
+                        use_cache=True, **{cache_name: chunk_cache}).logits.float()
+                logprobs = torch.log_softmax(logits, dim=-1).cpu()
+                for n, pair in enumerate(chunk):
+                    rest[pair] = logprobs[n]
             for row, i in enumerate(batch):
                 for j, ending in enumerate(rows[i][1]):
                     score = float(first_logprobs[row, ending[0]])
                     for t in range(1, len(ending)):
-                        score += float(rest[row * per_context + j, t - 1, ending[t]])  # type: ignore[index]
+                        score += float(rest[row, j][t - 1, ending[t]])
                     out[i].append(score)
         return out
 

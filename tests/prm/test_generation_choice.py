@@ -81,9 +81,10 @@ def test_transformers_greedy_choice_is_the_most_likely_option(tiny_gen):
         logits = tiny_gen.model(input_ids=torch.tensor([short + endings[1]])).logits.float()
     logprobs = torch.log_softmax(logits[0], dim=-1)
     short_score = sum(float(logprobs[len(short) - 1 + i, t]) for i, t in enumerate(endings[1]))
-    batched = tiny_gen._ending_logprobs([(context, endings), (short, endings[1:2])])
-    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(batched[0], scores, strict=True))
-    assert math.isclose(batched[1][0], short_score, abs_tol=1e-4)
+    for max_ending_rows in (None, 1, 3):  # the endings in one group, one row a group, groups across contexts
+        batched = tiny_gen._ending_logprobs([(context, endings), (short, endings[1:2])], max_ending_rows)
+        assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(batched[0], scores, strict=True))
+        assert math.isclose(batched[1][0], short_score, abs_tol=1e-4)
 
 
 def test_transformers_sampled_choice_is_seeded_per_sample(tiny_gen):
