@@ -349,13 +349,8 @@ class TransformersGenerator:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         pad_id = self.tokenizer.pad_token_id
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):
-            if x:
-                input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
-                attention[row, width - len(x):] = 1
+        input_ids, attention = self._left_pad(ids)
+        width = input_ids.shape[1]
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=pad_id, eos_token_id=self.eos_ids or None,
@@ -401,6 +396,19 @@ class TransformersGenerator:
             results[pi].append(Choices.reply(free[pi][k], endings[pick], len(ids[pick])))
         return results
 
+    def _left_pad(self, ids: list[list[int]]) -> tuple[Any, Any]:
+        """(input ids, attention mask) of the token lists, left-padded to the longest one."""
+        import torch
+
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            if x:
+                input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+                attention[row, width - len(x):] = 1
+        return input_ids, attention
+
     def _ending_logprobs(self, rows: list[tuple[list[int], list[list[int]]]],
                          max_ending_rows: int | None = None) -> list[list[float]]:
         """log p(ending | context) of every ending of each (context ids, endings' ids) row, batched.
@@ -423,13 +431,7 @@ class TransformersGenerator:
         cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            width = max(len(rows[i][0]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                context = rows[i][0]
-                input_ids[row, width - len(context):] = torch.tensor(context, dtype=torch.long)
-                attention[row, width - len(context):] = 1
+            input_ids, attention = self._left_pad([rows[i][0] for i in batch])
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
                 first = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
@@ -452,7 +454,8 @@ class TransformersGenerator:
                     mask[n, : len(ending) - 1] = 1
                 context_rows = torch.tensor([row for row, _ in chunk])
                 with torch.inference_mode():
-                    chunk_cache = copy.deepcopy(cache)
+                    # the last group may consume the batch's cache itself: nothing reads it afterwards
+                    chunk_cache = cache if at + group >= len(pairs) else copy.deepcopy(cache)
                     chunk_cache.batch_select_indices(context_rows.to(self.device))
                     logits = self.model(
                         input_ids=ids.to(self.device),
