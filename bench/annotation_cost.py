@@ -30,9 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_synthesis.mc import MCConfig, PromptBuilder, RolloutRunner, build_generator, label_solutions  # noqa: E402
-from data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
-from data_synthesis.testbed import make_solutions  # noqa: E402
+from prm.data_synthesis.mc import MCConfig, PromptBuilder, RolloutRunner, build_generator, label_solutions  # noqa: E402
+from prm.data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
+from prm.data_synthesis.testbed import make_solutions  # noqa: E402
+
 from prm.config import build  # noqa: E402
 from prm.records import Solution  # noqa: E402
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
-from data_synthesis.testbed import make_solutions  # noqa: E402
+from prm.data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
+from prm.data_synthesis.testbed import make_solutions  # noqa: E402
+
 from prm.jsonl import load_records, loads_strict, write_atomic  # noqa: E402
 from prm.records import MCAnnotation, Solution  # noqa: E402
 

@@ -4,7 +4,7 @@ behind configs/quickstart.yaml's `problems:` and `sample:` sections.
     python bench/policy_prompt.py --out bench/results/policy_prompt.json      # 128 samples, a few CPU minutes
     python bench/policy_prompt.py --problems 32 --samples 4 --seed 1
 
-Each variant runs `prm sample`'s own code (data_synthesis.sample.run_sample) on the same model, sampling
+Each variant runs `prm sample`'s own code (prm.data_synthesis.sample.run_sample) on the same model, sampling
 settings and number of problems, drawn with `--seed` (1 by default: not the quickstart's seed 0, so the choice
 is not fitted to the quickstart's problems):
 - `chain_sum, zero-shot`: the default step-by-step prompt on chains of 3-4 single-digit terms
@@ -29,8 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_synthesis.problems import ProblemsConfig, load_problems  # noqa: E402
-from data_synthesis.sample import SampleConfig, run_sample  # noqa: E402
+from prm.data_synthesis.problems import ProblemsConfig, load_problems  # noqa: E402
+from prm.data_synthesis.sample import SampleConfig, run_sample  # noqa: E402
+
 from prm.config import load_section  # noqa: E402
 from prm.generation import GeneratorConfig, make_generator  # noqa: E402
 from prm.jsonl import load_records, write_atomic  # noqa: E402

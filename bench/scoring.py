@@ -43,8 +43,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
-from data_synthesis.testbed import make_solutions  # noqa: E402
+from prm.data_synthesis.problems import gsm_symbolic_problems  # noqa: E402
+from prm.data_synthesis.testbed import make_solutions  # noqa: E402
+
 from prm.scoring import Scorer, load_scorer, plan_batches  # noqa: E402
 from testkit.tiny_checkpoints import FORMATS, make_tiny_checkpoint  # noqa: E402
 

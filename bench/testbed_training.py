@@ -15,7 +15,7 @@ Runs the README's commands one after another (each `prm` command in its own subp
     prm eval steps -i WORK/scored/trained/val.jsonl -i WORK/scored/trained/test.jsonl --fit-on val -o ...
 
 and evaluates the untrained baseline the same way: the same backbone with the same seed's fresh head, i.e.
-the trained model's starting point (`prm.pipeline.save_untrained`). The held-out problems share nothing with
+the trained model's starting point (`prm.train.baseline.save_untrained`). The held-out problems share nothing with
 the training data; their items are split in two: `val` only chooses a threshold (ProcessBench's protocol:
 the F1-maximizing one, fitted per model), `test` is what the table reports, with the fixed threshold 0.5 and
 with the fitted one. Columns: ProcessBench accuracies and F1, PRMBench-style step F1 (correct steps
@@ -75,8 +75,11 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the train: section")
     args = parser.parse_args()
 
+    from prm.train.baseline import save_untrained
+    from prm.train.config import TrainConfig
+
+    from prm.config import load_section
     from prm.jsonl import load_records, write_atomic
-    from prm.pipeline import save_untrained
     from prm.records import StepErrorItem
 
     work = Path(args.work)
@@ -109,7 +112,7 @@ def main() -> int:
     if not args.skip_train:
         seconds["train"] = run(prm("train", "--config", args.config, *overrides), work / "train.log")
     start = time.time()
-    save_untrained(args.config, overrides, w["untrained"])
+    save_untrained(load_section(TrainConfig, "train", args.config, overrides), w["untrained"])
     seconds["untrained"] = time.time() - start
 
     rows: dict[str, dict[str, Any]] = {}

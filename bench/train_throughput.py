@@ -82,9 +82,10 @@ def main() -> int:
     parser.add_argument("--skip-embedded", action="store_true")
     args = parser.parse_args()
 
+    from prm.train.toy_data import toy_examples
+
     from prm.jsonl import write_atomic
     from prm.models import EMBEDDED_MODEL, resolve_model, save_tiny_causal_lm
-    from train.toy_data import toy_examples
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prm-bench-train-") as tmp:

@@ -1,9 +1,10 @@
 """The data-synthesis stage's commands (problems, sampling, annotation, consensus, merging), in `prm --help`
-order. Each is declared as a `StageCommand` beside its code; the app (prm/stages.py) reads this list."""
+order. Each is declared as a `StageCommand` beside its code; the app (prm/app/stages.py) reads this list."""
 
 from __future__ import annotations
 
-from data_synthesis import consensus, judge, mc, merge, problems, sample, testbed
+from prm.data_synthesis import consensus, judge, mc, merge, problems, sample, testbed
+
 from prm.stage import StageCommand
 
 COMMANDS: list[StageCommand] = [problems.COMMAND, merge.COMMAND, testbed.COMMAND, sample.COMMAND,

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from data_synthesis.judge_templates import JUDGE_TEMPLATES, JudgeTemplate
-from data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
+from prm.data_synthesis.judge_templates import JUDGE_TEMPLATES, JudgeTemplate
+from prm.data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
+
 from prm.config import option
 from prm.errors import ConfigError
 from prm.generation import (

@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from data_synthesis.testbed import SimulatedCompleter, SimulatedConfig, true_first_error
+from prm.data_synthesis.testbed import SimulatedCompleter, SimulatedConfig, true_first_error
+
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
 from prm.generation import Generator, GeneratorConfig, SamplingConfig, check_sampling
@@ -109,7 +110,7 @@ class MCConfig:
 class PromptBuilder:
     """Rollout prompts: the policy's prompt for the problem + the steps of the prefix + separator.
 
-    The policy prompt is the one `prm sample` builds (`data_synthesis.sample.build_prompt`, from the
+    The policy prompt is the one `prm sample` builds (`prm.data_synthesis.sample.build_prompt`, from the
     `sample:` section: system_prompt, user_template, prompt_style). A chat is rendered to text with
     `render` (the model's chat template); without one (the simulated backend) a plain
     "<role> content" layout is used, which is all the simulated completer needs.
@@ -125,7 +126,8 @@ class PromptBuilder:
     def head(self, solution: Solution) -> str:
         key = (solution.problem_id, solution.problem)
         if key not in self._heads:
-            from data_synthesis.sample import build_prompt
+            from prm.data_synthesis.sample import build_prompt
+
             from prm.records import Problem
 
             prompt = build_prompt(self.policy, Problem(id=solution.problem_id, problem=solution.problem,
@@ -140,7 +142,8 @@ class PromptBuilder:
 
 def policy_config(config_path: str | None, overrides: Sequence[str] | None = None) -> Any:
     """The `sample:` section of the config (the policy's prompt), with `sample.*` overrides only."""
-    from data_synthesis.sample import SampleConfig
+    from prm.data_synthesis.sample import SampleConfig
+
     from prm.config import load_section
 
     return load_section(SampleConfig, "sample", config_path,

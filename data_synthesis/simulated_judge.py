@@ -93,7 +93,8 @@ class SimulatedJudge:
         """`solutions`: the whole input file (its MC error rates set the coupling); `prompt_for(solution)`:
         the judge prompt that solution gets; `template`: the judge protocol the replies follow. Raises
         InputError (file, line, field) on unusable records."""
-        from data_synthesis.judge_templates import JUDGE_TEMPLATES
+        from prm.data_synthesis.judge_templates import JUDGE_TEMPLATES
+
         from prm.jsonl import record_lines
 
         cfg.check()

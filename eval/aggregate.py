@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from prm.eval.config import AGGREGATION_NAMES
 
-from eval.config import AGGREGATION_NAMES
 from prm import grading
 
 __all__ = [

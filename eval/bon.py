@@ -12,7 +12,7 @@ For N = 1, 2, 4, ... up to the pool size (the smallest pool, or --max-n), per pr
   weighted_A@N  PRM-weighted majority vote: summed solution scores per distinct answer
 maj, prm and weighted values are averaged over size-N subsets of the pool: all C(n, N) of them when that is at
 most `exact_subset_limit` (an exact average), else `subsets` random ones (seeded). Ties are broken uniformly at
-random and the expectation is reported (see eval.aggregate). The mean over problems gets a percentile
+random and the expectation is reported (see prm.eval.aggregate). The mean over problems gets a percentile
 bootstrap interval (resampling problems).
 
 It also reports where the lowest step score falls, the final step or an earlier one, among the solutions each
@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prm.eval.aggregate import aggregate_all, answer_classes, best_of_n, majority_vote, weighted_vote
+from prm.eval.bootstrap import percentile_interval, resample_counts
+from prm.eval.config import EvalConfig
+from prm.eval.data import Pool
 
-from eval.aggregate import aggregate_all, answer_classes, best_of_n, majority_vote, weighted_vote
-from eval.bootstrap import percentile_interval, resample_counts
-from eval.config import EvalConfig
-from eval.data import Pool
 from prm.errors import PrmError
 
 
@@ -183,7 +183,7 @@ def evaluate_bon(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
 
 def write_bon_report(metrics: dict[str, Any], out_dir: str | Path, cfg: EvalConfig, source: str) -> Path:
     """metrics.json, report.md and plots for a Best-of-N evaluation."""
-    from eval.report import Report, bon_curves_figure, heatmap_figure, histogram_figure, md_table, pct
+    from prm.eval.report import Report, bon_curves_figure, heatmap_figure, histogram_figure, md_table, pct
 
     relative = metrics.pop("_chosen_relative")
     examples = metrics.pop("_chosen_examples")

@@ -1,8 +1,9 @@
-"""The evaluation stage's commands (`prm score`, `prm eval ...`); the app (prm/stages.py) reads this list."""
+"""The evaluation stage's commands (`prm score`, `prm eval ...`); the app (prm/app/stages.py) reads this list."""
 
 from __future__ import annotations
 
-from eval import commands, scoring_cli
+from prm.eval import commands, scoring_cli
+
 from prm.stage import StageCommand
 
 COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, *commands.COMMANDS]

@@ -16,7 +16,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from eval.config import EvalConfig
+from prm.eval.config import EvalConfig
+
 from prm.stage import StageCommand
 
 
@@ -31,7 +32,7 @@ def _config(args: argparse.Namespace, **flags: Any) -> Any:
 
 
 def _pools(path: str, cfg: Any, model: str | None) -> list[Any]:
-    from eval.data import load_pools, require_scores, score_pools
+    from prm.eval.data import load_pools, require_scores, score_pools
 
     pools = load_pools(path)
     if model:
@@ -42,7 +43,8 @@ def _pools(path: str, cfg: Any, model: str | None) -> list[Any]:
 
 
 def _cmd_bon(args: argparse.Namespace) -> int:
-    from eval.bon import evaluate_bon, pools_to_bon_rows, write_bon_report
+    from prm.eval.bon import evaluate_bon, pools_to_bon_rows, write_bon_report
+
     from prm.jsonl import write_atomic
 
     cfg = _config(args, max_n=args.max_n, subsets=args.subsets, seed=args.seed, bootstrap=args.bootstrap)
@@ -59,8 +61,8 @@ def _cmd_bon(args: argparse.Namespace) -> int:
 
 
 def _cmd_steps(args: argparse.Namespace) -> int:
-    from eval.data import load_step_items, score_step_items
-    from eval.step_error import evaluate_steps, write_steps_report
+    from prm.eval.data import load_step_items, score_step_items
+    from prm.eval.step_error import evaluate_steps, write_steps_report
 
     if args.threshold is not None and args.fit_on is not None:
         from prm.errors import PrmError
@@ -86,7 +88,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
 
 
 def _cmd_rewardmath(args: argparse.Namespace) -> int:
-    from eval.rewardmath import evaluate_rewardmath, write_rewardmath_report
+    from prm.eval.rewardmath import evaluate_rewardmath, write_rewardmath_report
 
     cfg = _config(args)
     pools = _pools(args.input, cfg, args.model)
@@ -99,7 +101,7 @@ def _cmd_rewardmath(args: argparse.Namespace) -> int:
 
 
 def _cmd_pairwise(args: argparse.Namespace) -> int:
-    from eval.pairwise import evaluate_pairwise, write_pairwise_report
+    from prm.eval.pairwise import evaluate_pairwise, write_pairwise_report
 
     cfg = _config(args)
     pools = _pools(args.input, cfg, args.model)
@@ -113,7 +115,7 @@ def _cmd_pairwise(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from eval.compare import compare_runs, write_compare_report
+    from prm.eval.compare import compare_runs, write_compare_report
 
     cfg = _config(args, target=args.target)
     metrics = compare_runs(args.runs, cfg.target)

@@ -126,7 +126,7 @@ def compare_runs(specs: list[str], target: str) -> dict[str, Any]:
 
 
 def write_compare_report(metrics: dict[str, Any], out_dir: str | Path) -> Path:
-    from eval.report import Report, fmt, md_table, scatter_figure
+    from prm.eval.report import Report, fmt, md_table, scatter_figure
 
     names = metrics["runs"]
     target = metrics["target"]

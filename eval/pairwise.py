@@ -25,9 +25,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eval.aggregate import aggregate
-from eval.config import EvalConfig
-from eval.data import Pool
+from prm.eval.aggregate import aggregate
+from prm.eval.config import EvalConfig
+from prm.eval.data import Pool
+
 from prm.errors import PrmError
 
 # rewardbench/constants.py: prompts per subset (math-prm upweighted to equal code) and the leaderboard sections.
@@ -109,7 +110,7 @@ def evaluate_pairwise(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
 
 
 def write_pairwise_report(metrics: dict[str, Any], out_dir: str | Path, source: str) -> Path:
-    from eval.report import Report, md_table, pct
+    from prm.eval.report import Report, md_table, pct
 
     metrics["input"] = source
     report = Report(out_dir, "Pairwise (RewardBench-style) evaluation")

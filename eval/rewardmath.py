@@ -25,9 +25,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eval.aggregate import aggregate
-from eval.config import EvalConfig
-from eval.data import Pool
+from prm.eval.aggregate import aggregate
+from prm.eval.config import EvalConfig
+from prm.eval.data import Pool
+
 from prm.errors import PrmError
 
 
@@ -97,8 +98,7 @@ def evaluate_rewardmath(pools: list[Pool], cfg: EvalConfig) -> dict[str, Any]:
 def write_rewardmath_report(metrics: dict[str, Any], pools: list[Pool], out_dir: str | Path, cfg: EvalConfig,
                             source: str) -> Path:
     import numpy as np
-
-    from eval.report import Report, heatmap_figure, histogram_figure, md_table, pct
+    from prm.eval.report import Report, heatmap_figure, histogram_figure, md_table, pct
 
     per_problem = metrics.pop("_per_problem")
     metrics["input"] = source

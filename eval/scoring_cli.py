@@ -102,7 +102,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from prm.records import record_id
     from prm.scoring import load_scorer
 
-    cfg = _config(args)  # an output that is the input is refused by prm.cli.main
+    cfg = _config(args)  # an output that is the input is refused by prm.app.cli.main
     records = load_records(args.input, detect_record_type(args.input))
     done = set() if args.no_resume else previous_ids(args.output)
     todo = [r for r in records if record_id(r) not in done]

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prm.eval.bootstrap import group_rng, percentile_interval, ratio, resample_counts
+from prm.eval.config import EvalConfig
+from prm.eval.data import StepItem
 
-from eval.bootstrap import group_rng, percentile_interval, ratio, resample_counts
-from eval.config import EvalConfig
-from eval.data import StepItem
 from prm.errors import PrmError
 
 
@@ -358,7 +358,15 @@ def evaluate_steps(items: list[StepItem], cfg: EvalConfig, threshold: float | No
 
 def write_steps_report(metrics: dict[str, Any], items: list[StepItem], out_dir: str | Path, cfg: EvalConfig,
                        sources: Sequence[str]) -> Path:
-    from eval.report import Report, distinct_labels, heatmap_figure, histogram_figure, md_table, pct, pct_ci
+    from prm.eval.report import (
+        Report,
+        distinct_labels,
+        heatmap_figure,
+        histogram_figure,
+        md_table,
+        pct,
+        pct_ci,
+    )
 
     metrics["inputs"] = list(sources)
     report = Report(out_dir, "Step-error evaluation (ProcessBench, PRMBench-style)")

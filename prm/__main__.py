@@ -1,5 +1,5 @@
 import sys
 
-from prm.cli import main
+from prm.app.cli import main
 
 sys.exit(main())

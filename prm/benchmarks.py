@@ -31,6 +31,7 @@ from prm.errors import InputError
 from prm.grading import extract_answer
 from prm.jsonl import is_json_array_file, read_json
 from prm.steps import split_steps
+from prm.tables import load_rows
 
 BENCHMARK_FORMATS: tuple[str, ...] = ("rewardmath", "rewardbench")
 
@@ -52,8 +53,6 @@ def benchmark_rows(source: str, split: str = "train") -> Iterator[tuple[int, dic
                 raise InputError(source, line, None, f"expected a JSON object, got {type(row).__name__}")
             yield line, row
         return
-    from prm.formats import load_rows
-
     yield from load_rows(source, split)
 
 

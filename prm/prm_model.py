@@ -56,7 +56,7 @@ def two_layer_head(hidden: int, labels: int = 2) -> Any:
 
 def load_two_layer_head(path: str) -> Any:
     """The two-layer head of a checkpoint (ours with head=two_layer, or a released Qwen2.5-Math-PRM), fp32."""
-    from prm.scoring.base import load_tensors
+    from prm.checkpoint_files import load_tensors
 
     weights = load_tensors(path, list(HEAD_WEIGHTS))
     head = two_layer_head(weights["score.0.weight"].shape[0], weights["score.2.weight"].shape[0])

@@ -1,7 +1,7 @@
 """The stage contract and the command-line plumbing every stage shares.
 
 Each stage module declares its commands as `StageCommand`s: the command's words (`prm annotate mc`), its
-config section and dataclass, its own arguments and its runner. The app on top (`prm/stages.py`) collects them
+config section and dataclass, its own arguments and its runner. The app on top (`prm/app/stages.py`) collects them
 into one list that the CLI, `prm run`, `prm config get` and (through them) the Slurm scripts read.
 Also here: `--config` and `key=value` overrides, `--shard`, loading a stage's config section, and refusing to
 write over an input. A leaf of the library: stages import it, it imports no stage and nothing of the app.

@@ -12,7 +12,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(dirname "$here")"
 n="" input="" output="" merged="" logs="" extra=""
 while getopts "n:i:o:m:l:s:h" opt; do
     case $opt in
@@ -56,7 +55,6 @@ while [[ $# -gt 0 ]]; do
     fi
 done
 
-export PRM_REPO="${PRM_REPO:-$repo}"
 # shellcheck disable=SC2086
 array_id=$(sbatch --parsable --array=0-$((n - 1)) -o "$logs/mc_%A_%a.log" $extra \
     "$here/annotate.sbatch" "$n" "$input" "$output" "${args[@]}")

@@ -10,7 +10,7 @@
 # -g options go to the jobs that run models (sample, annotate, train, eval), e.g. "--partition=gpu --gpus-per-node=8".
 # Every job works in the config's run.run_dir; each stage resumes, so after a failure fix the cause and submit
 # again: finished stages are skipped. Prints a summary, then a line with every job id (the eval job last).
-# Environment: PRM_PYTHON (interpreter, default python), PRM_REPO (default: this repository).
+# Environment: PRM_PYTHON (an interpreter with this package installed, default python).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -30,8 +30,7 @@ if [[ -z "$config" || ! -f "$config" ]]; then
     exit 2
 fi
 PY=${PRM_PYTHON:-python}
-export PRM_REPO="${PRM_REPO:-$(dirname "$here")}" PRM_PYTHON="$PY"
-export PYTHONPATH="$PRM_REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PRM_PYTHON="$PY"
 config=$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$config")
 # Checks every section with the overrides before anything is submitted: a typo fails here, not in a late job.
 run_dir=$("$PY" -m prm config get "$config" run.run_dir "$@")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from prm.ablation import label_stats, matched_subset
-from prm.cli import main
+from prm.app.ablation import label_stats, matched_subset
+from prm.app.cli import main
 from prm.records import TrainingExample
 
 ROOT = Path(__file__).resolve().parents[1]

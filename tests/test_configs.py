@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from prm.app.stages import section_classes
 from prm.config import load_section, read_yaml
-from prm.stages import section_classes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 YAML_FILES = sorted(CONFIGS.rglob("*.yaml"))
@@ -100,7 +100,7 @@ def test_every_stage_section_is_routed_by_the_override_parser():
 
 
 def test_each_stage_command_declares_a_dataclass_section():
-    from prm.stages import stage_commands
+    from prm.app.stages import stage_commands
 
     commands = stage_commands()
     assert len({c.words for c in commands}) == len(commands), "two stage commands with the same words"
@@ -111,7 +111,7 @@ def test_each_stage_command_declares_a_dataclass_section():
 
 def test_run_stages_takes_the_slurm_job_names(tmp_path):
     """slurm/submit_pipeline.sh runs `prm run --stages prep` etc.: a job name runs exactly its stages."""
-    from prm.pipeline import JOBS, STAGES
+    from prm.app.pipeline import JOBS, STAGES
 
     assert set(JOBS["prep"] + JOBS["judge"] + JOBS["consensus"] + JOBS["eval"]) | {"annotate_mc", "train"} \
         == set(STAGES)
@@ -133,7 +133,7 @@ def _dry_run_commands(config: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_paper_recipe_trains_on_consensus_output_only(tmp_path):
-    from prm.pipeline import RunConfig
+    from prm.app.sections import RunConfig
 
     config = str(CONFIGS / "paper_qwen25_math_prm.yaml")
     assert load_section(RunConfig, "run", config, []).train_on_testbed is False
@@ -145,11 +145,11 @@ def test_paper_recipe_trains_on_consensus_output_only(tmp_path):
 
 
 def test_quickstart_constrains_the_judge_and_trains_on_consensus(tmp_path):
-    from data_synthesis.judge import JudgeConfig
+    from prm.data_synthesis.judge import JudgeConfig
 
     config = str(CONFIGS / "quickstart.yaml")
     assert load_section(JudgeConfig, "judge", config, []).constrain is True
-    from prm.pipeline import RunConfig
+    from prm.app.sections import RunConfig
 
     run = load_section(RunConfig, "run", config, [])
     commands = _dry_run_commands(config, tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.pipeline import STAGES
+from prm.app.pipeline import STAGES
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prm.cli import main
-from prm.pipeline import annotation_set
-from prm.run_report import wilson, write_run_report
+from prm.app.cli import main
+from prm.app.pipeline import annotation_set
+from prm.app.run_report import wilson, write_run_report
 
 
 def _solution(sid: str, n_steps: int, mc: int, judge: int | None, truth: int | None = None) -> dict:

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import argparse
 
+from prm.train.config import TrainConfig
+
 from prm.stage import StageCommand
-from train.config import TrainConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from prm.train.trainer import train
+
     from prm.config import load_section
-    from train.trainer import train
 
     cfg = load_section(TrainConfig, "train", args.config, args.overrides)
     return train(cfg, resume=args.resume)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from prm.train.data import load_tokenized
+
     from prm.errors import ConfigError
     from prm.models import load_tokenizer
     from prm.prm_model import add_step_marker
-    from train.data import load_tokenized
 
     if args.max_length < 1:
         raise ConfigError(f"--max-length must be at least 1 (tokens per example), got {args.max_length}")
@@ -44,8 +47,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from prm.train.data import export_trl, read_examples
+
     from prm.errors import InputError
-    from train.data import export_trl, read_examples
 
     examples = []
     for path in args.files:
@@ -59,9 +63,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
+    from prm.train.toy_data import toy_examples
+
     from prm.errors import ConfigError
     from prm.jsonl import write_atomic
-    from train.toy_data import toy_examples
 
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1 (examples to write), got {args.n}")
@@ -101,7 +106,7 @@ def _add_toy_arguments(toy: argparse.ArgumentParser) -> None:
     toy.add_argument("--error-rate", type=float, default=0.5)
 
 
-# The training stage's commands; the app (prm/stages.py) reads this list.
+# The training stage's commands; the app (prm/app/stages.py) reads this list.
 COMMANDS: list[StageCommand] = [
     StageCommand(("train",), "train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)",
                  _add_train_arguments, _cmd_train, section="train", config=TrainConfig),

@@ -104,11 +104,12 @@ def _read_via_formats(path: str, fmt: str) -> list[SourcedExample]:
     """Math-Shepherd / PRM800K / ProcessBench rows -> TrainingExample through prm.formats (row -> Solution ->
     TRL example holding the steps up to the first error; rows without a usable label are dropped)."""
     from prm import formats
+    from prm.tables import load_rows
 
     readers = {"math_shepherd": formats.math_shepherd_to_solution, "prm800k": formats.prm800k_to_solution,
                "processbench": formats.processbench_to_solution}
     out: list[SourcedExample] = []
-    for rowno, row in formats.load_rows(path):
+    for rowno, row in load_rows(path):
         kind = fmt if fmt != "auto" else _guess_format(row, path, rowno)
         try:
             example = formats.solution_to_trl(readers[kind](row))

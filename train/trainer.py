@@ -38,13 +38,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from prm.train.config import TrainConfig
+from prm.train.losses import SOFT_LOSSES
+
 from prm.config import to_dict
 from prm.errors import ConfigError, InputError
 from prm.jsonl import read_json
 from prm.prm_model import is_head_parameter
 from prm.steps import STEP_MARKER
-from train.config import TrainConfig
-from train.losses import SOFT_LOSSES
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: checkpointed on a signal; rerun with --resume
 _REPO = Path(__file__).resolve().parent.parent
@@ -251,7 +252,7 @@ def build_model(cfg: TrainConfig, per_example_attention: bool = False) -> tuple[
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_prm(cfg.model, dtype="fp32", head=cfg.head)
     if per_example_attention:
-        from train.attention import use_segment_attention
+        from prm.train.attention import use_segment_attention
 
         use_segment_attention(model)
     if cfg.trainable_layers >= 0:  # with LoRA too is rejected by TrainConfig.validate
@@ -320,7 +321,7 @@ class Trainer:
 
     def _micro_batches(self, step: int) -> list[list[list[Any]]]:
         """This rank's micro-batches for optimizer step `step` (a pure function of seed, epoch, step)."""
-        from train.data import make_batches
+        from prm.train.data import make_batches
 
         per_step = self.world * self.cfg.gradient_accumulation_steps
         out = []
@@ -357,7 +358,7 @@ class Trainer:
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     def _forward_loss(self, batch: dict[str, Any]) -> tuple[Any, int]:
-        from train.losses import step_loss_sum
+        from prm.train.losses import step_loss_sum
 
         dev = self.engine.device
         out = self.engine(input_ids=batch["input_ids"].to(dev),
@@ -370,8 +371,7 @@ class Trainer:
         import deepspeed
         import torch
         import torch.distributed as dist
-
-        from train.data import collate, load_tokenized, make_batches
+        from prm.train.data import collate, load_tokenized, make_batches
 
         cfg = self.cfg
         cfg.validate()  # again: a config built in code may have been changed after loading
@@ -554,9 +554,8 @@ class Trainer:
         ZeRO-3 needs); the results are gathered and the metrics computed once."""
         import torch
         import torch.distributed as dist
-
-        from train.data import collate
-        from train.losses import IGNORE_INDEX
+        from prm.train.data import collate
+        from prm.train.losses import IGNORE_INDEX
 
         self.engine.eval()
         mine = list(range(self.rank, len(val_data), self.world))

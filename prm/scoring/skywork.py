@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from prm.checkpoint_files import load_tensors, weight_files
 from prm.errors import PrmError
-from prm.scoring.base import (
-    Checkpoint,
-    Encoded,
-    Scorer,
-    load_backbone,
-    load_tensors,
-    max_positions,
-    weight_files,
-)
+from prm.scoring.base import Checkpoint, Encoded, Scorer, load_backbone, max_positions
 
 
 class SkyworkScorer(Scorer):

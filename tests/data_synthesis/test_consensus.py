@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.data_synthesis.consensus import bucket, consensus_report, decide, report_markdown, training_example
 
-from data_synthesis.consensus import bucket, consensus_report, decide, report_markdown, training_example
-from prm.cli import main
+from prm.app.cli import main
 from prm.records import Solution, TrainingExample
 
 

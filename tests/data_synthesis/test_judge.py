@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from data_synthesis.judge import JudgeConfig, build_judge_prompt, majority_vote, run_judge
-from data_synthesis.judge_templates import (
+from prm.data_synthesis.judge import JudgeConfig, build_judge_prompt, majority_vote, run_judge
+from prm.data_synthesis.judge_templates import (
     NO_BOX,
     NOT_INTEGER,
     OUT_OF_RANGE,
@@ -17,7 +16,8 @@ from data_synthesis.judge_templates import (
     boxed_contents,
     parse_boxed_index,
 )
-from prm.cli import main
+
+from prm.app.cli import main
 from prm.errors import ConfigError
 from prm.generation import Completion, SamplingConfig
 from prm.jsonl import load_records

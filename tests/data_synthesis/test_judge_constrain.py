@@ -9,10 +9,10 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from prm.data_synthesis.judge import JudgeConfig, run_judge, verdict_choices
+from prm.data_synthesis.judge_templates import JUDGE_TEMPLATES, PARSED
 
-from data_synthesis.judge import JudgeConfig, run_judge, verdict_choices
-from data_synthesis.judge_templates import JUDGE_TEMPLATES, PARSED
-from prm.cli import main
+from prm.app.cli import main
 from prm.errors import ConfigError
 from prm.generation import VLLMGenerator
 from prm.jsonl import load_records

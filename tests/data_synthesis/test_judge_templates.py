@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from data_synthesis.judge import JudgeConfig, build_judge_prompt, run_judge
-from data_synthesis.judge_templates import (
+from prm.data_synthesis.judge import JudgeConfig, build_judge_prompt, run_judge
+from prm.data_synthesis.judge_templates import (
     BAD_CONCLUSION,
     GARBLED_TAGS,
     JUDGE_TEMPLATES,
@@ -19,6 +18,7 @@ from data_synthesis.judge_templates import (
     PARSED,
     parse_paper_analysis,
 )
+
 from prm.errors import ConfigError
 from prm.jsonl import load_records
 from prm.records import Solution

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from data_synthesis.mc import (
+from prm.data_synthesis.mc import (
     BinarySearch,
     ExhaustiveSearch,
     MCConfig,
@@ -16,9 +15,10 @@ from data_synthesis.mc import (
     label_solutions,
     policy_config,
 )
-from data_synthesis.problems import gsm_symbolic_problems
-from data_synthesis.testbed import make_solutions
-from prm.cli import main
+from prm.data_synthesis.problems import gsm_symbolic_problems
+from prm.data_synthesis.testbed import make_solutions
+
+from prm.app.cli import main
 from prm.config import build
 from prm.generation import Completion, SamplingConfig
 from prm.records import Solution
@@ -169,7 +169,7 @@ def test_noisy_rollouts_report_and_soft_values(testbed):
                         **{"simulated": {"noise": 0.2, "seed": 3}})
     values = [v for s in labeled for v in s.mc.values[:-1]]
     assert any(0.0 < v < 1.0 for v in values)  # soft estimates between the hard ones
-    from data_synthesis.mc import mc_report
+    from prm.data_synthesis.mc import mc_report
 
     rep = mc_report(labeled)
     assert rep["solutions"] == len(testbed) and rep["with_truth"] == len(testbed)

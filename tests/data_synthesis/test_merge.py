@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.cli import main
+from prm.app.cli import main
 from prm.shards import shard_of, shard_path
 
 

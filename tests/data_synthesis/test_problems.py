@@ -6,8 +6,7 @@ import json
 import re
 
 import pytest
-
-from data_synthesis.problems import (
+from prm.data_synthesis.problems import (
     ProblemsConfig,
     clean_number,
     gsm_symbolic_problems,
@@ -15,7 +14,8 @@ from data_synthesis.problems import (
     load_problems,
     reference_steps_from_rationale,
 )
-from prm.cli import main
+
+from prm.app.cli import main
 from prm.errors import ConfigError, InputError, PrmError
 from prm.jsonl import load_records
 from prm.records import Problem
@@ -248,8 +248,8 @@ def test_local_jsonl_errors_name_the_file_line(tmp_path):
 
 
 def test_chain_sum_steps_and_testbed_ready(tmp_path):
-    from data_synthesis.problems import chain_steps, chain_sum_problems
-    from data_synthesis.testbed import arithmetic_steps, inject_error
+    from prm.data_synthesis.problems import chain_steps, chain_sum_problems
+    from prm.data_synthesis.testbed import arithmetic_steps, inject_error
 
     assert chain_steps("4 + 1 + 7 - 3") == ([4, 5, 12, 9], ["4 + 1 = 5", "5 + 7 = 12", "12 - 3 = 9"])
     assert chain_steps("1 - 5 + 9") is None  # a negative running total: the testbed reads unsigned numbers

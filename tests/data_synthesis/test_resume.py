@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from prm.data_synthesis.problems import gsm_symbolic_problems
+from prm.data_synthesis.testbed import make_solutions
 
-from data_synthesis.problems import gsm_symbolic_problems
-from data_synthesis.testbed import make_solutions
-from prm.cli import main
+from prm.app.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 # noise makes the labels non-trivial; window=2 writes every two solutions; the delay slows each generate call

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.data_synthesis.sample import SampleConfig, build_prompt, run_sample
 
-from data_synthesis.sample import SampleConfig, build_prompt, run_sample
-from prm.cli import main
+from prm.app.cli import main
 from prm.errors import ConfigError
 from prm.generation import Completion
 from prm.jsonl import load_records

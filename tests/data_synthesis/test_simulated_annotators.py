@@ -8,12 +8,12 @@ import math
 from collections import Counter
 
 import pytest
+from prm.data_synthesis.mc import MCConfig, RolloutRunner, build_generator, label_solutions
+from prm.data_synthesis.problems import gsm_symbolic_problems
+from prm.data_synthesis.simulated_judge import error_given_mc
+from prm.data_synthesis.testbed import find_equations, make_solutions, tokenize
 
-from data_synthesis.mc import MCConfig, RolloutRunner, build_generator, label_solutions
-from data_synthesis.problems import gsm_symbolic_problems
-from data_synthesis.simulated_judge import error_given_mc
-from data_synthesis.testbed import find_equations, make_solutions, tokenize
-from prm.cli import main
+from prm.app.cli import main
 from prm.config import build
 from prm.records import Solution
 
@@ -228,8 +228,8 @@ def test_simulated_judge_bad_knobs_stop_with_one_line(tmp_path, testbed, capsys,
 
 @pytest.mark.parametrize("template", ["processbench", "paper"])
 def test_simulated_judge_replies_parse_in_every_protocol(template):
-    from data_synthesis.judge_templates import JUDGE_TEMPLATES
-    from data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
+    from prm.data_synthesis.judge_templates import JUDGE_TEMPLATES
+    from prm.data_synthesis.simulated_judge import SimulatedJudge, SimulatedJudgeConfig
 
     judge = SimulatedJudge(SimulatedJudgeConfig(), [], lambda s: "", "", template)
     for n in (1, 4):

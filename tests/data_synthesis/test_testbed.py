@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from data_synthesis.problems import gsm_symbolic_problems
-from data_synthesis.testbed import (
+from prm.data_synthesis.problems import gsm_symbolic_problems
+from prm.data_synthesis.testbed import (
     SimulatedCompleter,
     final_answer_of,
     find_equations,
@@ -17,7 +16,8 @@ from data_synthesis.testbed import (
     make_solutions,
     tokenize,
 )
-from prm.cli import main
+
+from prm.app.cli import main
 from prm.errors import PrmError
 from prm.generation import SamplingConfig
 from prm.grading import grade

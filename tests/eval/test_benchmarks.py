@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+from prm.eval.pairwise import REWARDBENCH_EXAMPLE_COUNTS, REWARDBENCH_SECTIONS, section_scores
 
-from eval.pairwise import REWARDBENCH_EXAMPLE_COUNTS, REWARDBENCH_SECTIONS, section_scores
-from prm.cli import main
+from prm.app.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 REWARDMATH = FIXTURES / "rewardmath_direct.json"

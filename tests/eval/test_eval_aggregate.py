@@ -1,4 +1,4 @@
-"""Solution-score aggregations, answer normalization and the vote helpers of eval.aggregate."""
+"""Solution-score aggregations, answer normalization and the vote helpers of prm.eval.aggregate."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from eval.aggregate import (
+from prm.eval.aggregate import (
     aggregate,
     answer_classes,
     best_of_n,

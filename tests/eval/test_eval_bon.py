@@ -9,10 +9,10 @@ from fractions import Fraction as F
 
 import numpy as np
 import pytest
+from prm.eval.bon import evaluate_bon, n_values, pass_at_k
+from prm.eval.config import EvalConfig
+from prm.eval.data import load_pools
 
-from eval.bon import evaluate_bon, n_values, pass_at_k
-from eval.config import EvalConfig
-from eval.data import load_pools
 from prm.errors import InputError, PrmError
 
 

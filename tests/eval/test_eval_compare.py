@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
+from prm.eval.compare import compare_runs, correlations
 
-from eval.compare import compare_runs, correlations
 from prm.errors import PrmError
 
 
@@ -53,8 +53,9 @@ def test_too_few_runs_and_bad_specs(tmp_path):
 
 
 def test_product_is_the_default_headline_and_target(tmp_path, capsys):
-    from eval.config import EvalConfig
-    from prm.cli import main
+    from prm.eval.config import EvalConfig
+
+    from prm.app.cli import main
 
     assert EvalConfig().aggregations[0] == "product" and EvalConfig().target == "bon.prm_product"
     specs = []

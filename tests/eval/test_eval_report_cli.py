@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.cli import main
+from prm.app.cli import main
 
 
 def cand(scores, answer, correct):
@@ -110,10 +110,10 @@ class LengthScorer:
 
 
 def test_model_scores_first(tmp_path, monkeypatch, capsys):
-    import eval.data
+    import prm.eval.data
 
     scorer = LengthScorer()
-    monkeypatch.setattr(eval.data, "_load_scorer", lambda model, fmt: scorer)
+    monkeypatch.setattr(prm.eval.data, "_load_scorer", lambda model, fmt: scorer)
     unscored = json.loads(json.dumps(BON))
     for item in unscored:
         for c in item["candidates"]:

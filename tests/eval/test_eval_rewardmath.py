@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.eval.config import EvalConfig
+from prm.eval.data import load_pools
+from prm.eval.pairwise import evaluate_pairwise
+from prm.eval.rewardmath import evaluate_rewardmath, one_to_many
 
-from eval.config import EvalConfig
-from eval.data import load_pools
-from eval.pairwise import evaluate_pairwise
-from eval.rewardmath import evaluate_rewardmath, one_to_many
 from prm.errors import PrmError
 
 

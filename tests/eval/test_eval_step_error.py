@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
-from eval.config import EvalConfig
-from eval.data import load_step_items
-from eval.step_error import (
+from prm.eval.config import EvalConfig
+from prm.eval.data import load_step_items
+from prm.eval.step_error import (
     evaluate_steps,
     fit_threshold,
     predict_first_error,
@@ -18,6 +17,7 @@ from eval.step_error import (
     step_counts,
     step_f1,
 )
+
 from prm.errors import InputError, PrmError
 
 
@@ -259,7 +259,7 @@ def test_bootstrap_by_hand(tmp_path):
 def test_resample_weights_equal_duplicated_items(tmp_path):
     """A resample's metrics (items weighted by how often they are drawn) equal the point metrics of the
     resample written out item by item, AUC and pooled step counts included."""
-    from eval.step_error import _item_table
+    from prm.eval.step_error import _item_table
 
     items = random_items(tmp_path, 30, seed=5)
     counts = np.random.default_rng(0).multinomial(30, np.full(30, 1 / 30), size=3)

@@ -1,7 +1,7 @@
 """Plot row labels tell items apart (the step heatmap once cut ids to 20 characters, so two items with a long
 shared prefix showed the same label)."""
 
-from eval.report import distinct_labels
+from prm.eval.report import distinct_labels
 
 
 def test_labels_drop_the_shared_prefix_and_keep_the_distinct_end():

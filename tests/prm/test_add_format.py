@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import prm.scoring
-from prm.cli import main
+from prm.app.cli import main
 from prm.scoring import SCORERS, detect_format, load_scorer
 from prm.scoring.base import Checkpoint, Encoded, Scorer, load_backbone, max_positions
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.cli import main
+from prm.app.cli import main
 
 
 @pytest.fixture()

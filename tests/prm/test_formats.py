@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prm import formats
-from prm.cli import main
+from prm import formats, tables
+from prm.app.cli import main
 from prm.errors import InputError, PrmError
 from prm.records import ConsensusAnnotation, MCAnnotation, RecordError, Solution
 
@@ -273,7 +273,7 @@ def test_load_parquet_and_json_list(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pb.parquet")
     (tmp_path / "pb.json").write_text(json.dumps(rows), encoding="utf-8")
     for name in ("pb.parquet", "pb.json"):
-        loaded = list(formats.load_rows(str(tmp_path / name)))
+        loaded = list(tables.load_rows(str(tmp_path / name)))
         assert [i for i, _ in loaded] == [0, 1, 2]
         assert [r["label"] for _, r in loaded] == [-1, 0, 2]
         n = formats.convert_file(str(tmp_path / name), "processbench", str(tmp_path / "trl.jsonl"), "trl")
@@ -283,7 +283,7 @@ def test_load_parquet_and_json_list(tmp_path: Path) -> None:
 
 def test_json_lines_in_a_json_file_and_bad_row_in_list(tmp_path: Path) -> None:
     src = _write_jsonl(tmp_path / "lines.json", _pb_rows())
-    assert [i for i, _ in formats.load_rows(str(src))] == [1, 2, 3]
+    assert [i for i, _ in tables.load_rows(str(src))] == [1, 2, 3]
     bad = _pb_rows()
     bad[1]["label"] = 7
     (tmp_path / "bad.json").write_text(json.dumps(bad), encoding="utf-8")
@@ -321,7 +321,7 @@ def test_hub_offline_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, datase
     # False: the variable was set after `datasets` read it; we must refuse rather than let it go online.
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets_knows)
     with pytest.raises(PrmError) as err:
-        list(formats.load_rows("someone/some-prm-dataset", split="test"))
+        list(tables.load_rows("someone/some-prm-dataset", split="test"))
     message = str(err.value)
     assert "someone/some-prm-dataset" in message and "not reachable" in message and "offline" in message
 
@@ -338,12 +338,12 @@ def test_unreachable_hub_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prm.hub, "_can_connect", lambda host, timeout: False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the hub"))
     with pytest.raises(PrmError, match=r"someone/some-prm-dataset.*the hub \(huggingface.co\) cannot be reached"):
-        list(formats.load_rows("someone/some-prm-dataset", split="test"))
+        list(tables.load_rows("someone/some-prm-dataset", split="test"))
 
 
 def test_missing_local_file_is_not_a_hub_lookup(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
-        list(formats.load_rows(str(tmp_path / "missing.jsonl")))
+        list(tables.load_rows(str(tmp_path / "missing.jsonl")))
 
 
 # ------------------------------------------------------------------------------------- CLI

@@ -303,7 +303,7 @@ def test_online_a_hub_id_goes_to_the_hub(monkeypatch):
 
 
 def test_a_stage_with_a_missing_model_folder_fails_at_once(tmp_path, monkeypatch, capsys, no_network):
-    from prm.cli import main
+    from prm.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

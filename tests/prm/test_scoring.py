@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.cli import main
+from prm.app.cli import main
 from prm.errors import PrmError
 from prm.scoring import detect_format, load_scorer, plan_batches
 from prm.scoring.base import find_token

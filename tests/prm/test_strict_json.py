@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.cli import main
+from prm.app.cli import main
 from prm.errors import ConfigError, InputError
 from prm.jsonl import MAX_DEPTH, JsonError, loads_strict, read_json
 
@@ -145,8 +145,8 @@ def test_a_json_array_file_is_strict_too(tmp_path):
     (b'{"x": ' + DEEP + b"}", f"ds.json: nested deeper than {MAX_DEPTH} levels"),
 ], ids=["duplicate key", "Infinity", "deep nesting"])
 def test_a_bad_deepspeed_config_is_one_config_error(tmp_path, content, message):
-    from train.config import TrainConfig
-    from train.trainer import deepspeed_config
+    from prm.train.config import TrainConfig
+    from prm.train.trainer import deepspeed_config
 
     ds = tmp_path / "ds.json"
     ds.write_bytes(content)
@@ -203,7 +203,7 @@ def test_a_non_finite_float_option_is_refused(capsys, value):
 
 
 def test_a_checkpoint_config_is_read_strictly(tmp_path):
-    from prm.scoring.base import read_config
+    from prm.checkpoint_files import read_config
 
     (tmp_path / "config.json").write_bytes(b'{"model_type": "llama", "model_type": "qwen2"}')
     with pytest.raises(InputError, match="config.json: field 'model_type': duplicate key"):

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from prm.data_synthesis.problems import gsm_symbolic_problems
+from prm.data_synthesis.testbed import make_solutions
 
-from data_synthesis.problems import gsm_symbolic_problems
-from data_synthesis.testbed import make_solutions
-from prm.cli import main
+from prm.app.cli import main
 
 pytestmark = pytest.mark.slow
 

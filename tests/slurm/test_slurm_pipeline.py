@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_submit_pipeline_two_shards_two_nodes(slurm, tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
-    env = {**slurm.env, "PRM_PYTHON": sys.executable, "PRM_REPO": str(REPO), "OMP_NUM_THREADS": "1",
+    env = {**slurm.env, "PRM_PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "PRM_MASTER_PORT": str(free_ports(1)[0])}  # not the script's default: it could be taken here
     overrides = [f"run.run_dir={run_dir}", f"sample.generator.model={tiny_model_dir}",
@@ -57,7 +57,7 @@ def test_submit_pipeline_two_shards_two_nodes(slurm, tmp_path, tiny_model_dir):
 
 
 def test_submit_pipeline_stops_on_a_typo_before_submitting(slurm, tmp_path):
-    env = {**slurm.env, "PRM_PYTHON": sys.executable, "PRM_REPO": str(REPO)}
+    env = {**slurm.env, "PRM_PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "slurm" / "submit_pipeline.sh"), "-c", str(REPO / "configs" / "tiny.yaml"),
                            "--", f"run.run_dir={tmp_path / 'run'}", "train.max_stepz=3"], env=env,
                           capture_output=True, text=True, cwd=tmp_path)

@@ -16,15 +16,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_two_node_zero3_preempt_requeue_resume(slurm, tmp_path, tiny_model_dir):
+    from prm.train.toy_data import toy_examples
+
     from prm.jsonl import write_atomic
-    from train.toy_data import toy_examples
 
     data = tmp_path / "toy.jsonl"
     write_atomic(data, toy_examples(32, 0))
     common = [f"model={tiny_model_dir}", f"data.train_files=[{data}]", "data.val_files=[]", "max_steps=6",
               "save_every=0", "eval_every=0", "log_every=1", "precision=fp32", "report_to=none",
               "optim.lr=2e-3"]
-    env = dict(PRM_PYTHON=sys.executable, PRM_REPO=str(REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = dict(PRM_PYTHON=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     # Each job its own free rendezvous port: the script's default (from the job id) could be taken here.
     full_port, pre_port = free_ports(2)
     full = slurm.sbatch("-N", "2", "-o", str(tmp_path / "full.log"), str(REPO / "slurm" / "train.sbatch"),
@@ -50,7 +51,7 @@ def test_two_node_zero3_preempt_requeue_resume(slurm, tmp_path, tiny_model_dir):
 
 def test_bad_config_key_fails_the_job_with_one_line(slurm, tmp_path):
     """A typo in an override fails train.sbatch before torchrun starts: the log names the key, no traceback."""
-    env = dict(PRM_PYTHON=sys.executable, PRM_REPO=str(REPO), HF_HUB_OFFLINE="1")
+    env = dict(PRM_PYTHON=sys.executable, HF_HUB_OFFLINE="1")
     job = slurm.sbatch("-N", "1", "-o", str(tmp_path / "bad.log"), str(REPO / "slurm" / "train.sbatch"),
                        str(REPO / "configs" / "train_tiny.yaml"), f"output_dir={tmp_path / 'out'}", "max_stepz=3",
                        cwd=tmp_path, env=env)

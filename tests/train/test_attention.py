@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prm.train.attention import NAME, segment_starts, use_segment_attention
+from prm.train.data import collate, load_tokenized, pack_rows
+from prm.train.losses import step_loss
 
 from prm.prm_model import build_prm
 from tests.train.test_train_data import _examples, _write
-from train.attention import NAME, segment_starts, use_segment_attention
-from train.data import collate, load_tokenized, pack_rows
-from train.losses import step_loss
 
 
 def test_segment_starts_follow_position_restarts():

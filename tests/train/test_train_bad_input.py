@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.train.config import TrainConfig
+from prm.train.trainer import deepspeed_config, read_losses
 
-from prm.cli import main
+from prm.app.cli import main
 from prm.config import load_section
 from prm.errors import ConfigError, InputError
 from tests.train.trainer_helpers import REPO
-from train.config import TrainConfig
-from train.trainer import deepspeed_config, read_losses
 
 TINY = str(REPO / "configs" / "train_tiny.yaml")
 
@@ -87,7 +87,7 @@ def test_config_get_rejects_a_bad_value_in_one_line(capsys):
 
 
 def test_trainer_revalidates_a_config_changed_in_code(tmp_path):
-    from train.trainer import train
+    from prm.train.trainer import train
 
     cfg = load_section(TrainConfig, "train", TINY, [f"output_dir={tmp_path / 'run'}"])
     cfg.data.micro_batch_size = 0

@@ -7,11 +7,7 @@ import json
 
 import pytest
 import torch
-
-from prm.errors import InputError
-from prm.prm_model import build_prm
-from prm.steps import STEP_MARKER
-from train.data import (
+from prm.train.data import (
     IGNORE_INDEX,
     collate,
     export_trl,
@@ -20,7 +16,11 @@ from train.data import (
     pack_rows,
     read_examples,
 )
-from train.losses import step_loss, step_loss_sum
+from prm.train.losses import step_loss, step_loss_sum
+
+from prm.errors import InputError
+from prm.prm_model import build_prm
+from prm.steps import STEP_MARKER
 
 ENDINGS = ["<", "|", "ки", "<|", " ", "prm_step|>"]
 
@@ -172,7 +172,7 @@ def test_export_trl_roundtrip(tmp_path):
 def test_training_positions_are_scoring_positions(prm, tmp_path):
     """P(correct) read at the training labels' positions of a packed batch == what `prm score` writes for the
     same solutions (the production path for our checkpoints: format detection, OursScorer, batched one pass)."""
-    from prm.cli import main
+    from prm.app.cli import main
 
     model, tok = prm
     path = _write(tmp_path / "t.jsonl", _examples(7))

@@ -9,12 +9,12 @@ import json
 
 import pytest
 import torch
+from prm.train.toy_data import toy_examples
 
 from prm.prm_model import encode_steps
 from prm.scoring import load_scorer
 from prm.steps import STEP_MARKER
 from tests.train.trainer_helpers import base_overrides, losses, run_train, write_toy
-from train.toy_data import toy_examples
 
 
 def _check_final_folder(final, examples):
@@ -106,8 +106,9 @@ def test_top_layers_only_keep_the_frozen_weights(tmp_path, tiny_model_dir):
 def test_trains_on_testbed_examples_and_scores_them_with_plain_transformers(tmp_path, tiny_model_dir):
     """The synthetic testbed's labelled solutions (`prm data testbed`, converted with the known labels) train
     for a few steps; the final folder scores them at the marker positions with plain transformers."""
-    from prm.cli import main
-    from train.data import read_examples
+    from prm.train.data import read_examples
+
+    from prm.app.cli import main
 
     problems, testbed, data = (str(tmp_path / name) for name in ("problems.jsonl", "testbed.jsonl", "train.jsonl"))
     assert main(["data", "problems", "--source", "gsm_symbolic", "-n", "16", "-o", problems]) == 0

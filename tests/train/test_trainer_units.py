@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from prm.config import load_section
-from prm.errors import ConfigError
-from tests.train.trainer_helpers import REPO, run_train
-from train.config import TrainConfig
-from train.trainer import (
+from prm.train.config import TrainConfig
+from prm.train.trainer import (
     deepspeed_config,
     freeze_lower_layers,
     lr_lambda,
@@ -19,6 +15,10 @@ from train.trainer import (
     step_metrics,
     use_own_op_cache,
 )
+
+from prm.config import load_section
+from prm.errors import ConfigError
+from tests.train.trainer_helpers import REPO, run_train
 
 
 def test_step_metrics_hand_values():

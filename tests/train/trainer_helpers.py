@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prm.train.toy_data import toy_examples
+
 from prm.jsonl import write_atomic
-from train.toy_data import toy_examples
 
 REPO = Path(__file__).resolve().parents[2]
 

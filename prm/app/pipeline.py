@@ -23,52 +23,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from prm.config import load_section, option, read_yaml
-from prm.errors import ConfigError, PrmError
+from prm.app.sections import RunConfig
+from prm.config import load_section, read_yaml
+from prm.errors import PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
 from prm.records import Problem, Solution
-
-
-@dataclass
-class RunConfig:
-    """Section `run:` of a pipeline config."""
-
-    run_dir: str = option("runs/quickstart", help="every stage's output goes here")
-    policy_problems: int = option(8, help="problems sampled, annotated (mc + judge) and filtered by consensus")
-    bon_problems: int = option(8, help="held-out problems whose sampled pools make the Best-of-N evaluation")
-    bon_samples: int = option(8, help="candidates sampled per BoN problem")
-    testbed_per_problem: int = option(2, help="testbed solutions per remaining problem (training data)")
-    testbed_error_rate: float = option(0.6, help="share of testbed solutions with an injected wrong step")
-    heldout_fraction: float = option(0.25, help="share of testbed problems held out as step-error items")
-    train_processes: int = option(1, help="processes for training (torchrun --nproc_per_node)")
-    seed: int = option(0, help="seed of the testbed")
-    annotate_testbed: int = option(
-        0, help="testbed solutions (known first errors, not held out) annotated by MC and the judge beside the "
-                "policy samples: each annotator's accuracy against the truth; their consensus joins the training data")
-    train_on_testbed: bool = option(
-        False, help="add the testbed's truth-labeled solutions to the consensus examples for training (opt-in: "
-                    "the paper trains on consensus output only)")
-
-    def __post_init__(self) -> None:
-        if self.annotate_testbed < 0:
-            raise ConfigError(f"run.annotate_testbed must be >= 0, got {self.annotate_testbed}")
-        counts = {"policy_problems": self.policy_problems, "bon_problems": self.bon_problems,
-                  "bon_samples": self.bon_samples, "testbed_per_problem": self.testbed_per_problem,
-                  "train_processes": self.train_processes}
-        for name, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"run.{name} must be at least 1, got {value}")
-        for name, share in {"testbed_error_rate": self.testbed_error_rate,
-                            "heldout_fraction": self.heldout_fraction}.items():
-            if not 0 <= share <= 1:
-                raise ConfigError(f"run.{name} is a share in [0, 1], got {share}")
 
 
 def _prm(*args: str) -> list[str]:
@@ -164,21 +128,11 @@ def count_lines(path: str) -> int:
 
 
 def save_untrained(config: str, overrides: list[str], out: str) -> None:
-    """The baseline: the same backbone with the marker token and a fresh (untrained) 2-class head, seeded as
-    `prm train` seeds it, so it is the trained model's starting point."""
-    import torch
+    """The untrained baseline of the config's `train:` section (prm/train/baseline.py)."""
+    from prm.train.baseline import save_untrained as save_baseline
+    from prm.train.config import TrainConfig
 
-    from prm.prm_model import build_prm
-    from train.config import TrainConfig
-
-    train = load_section(TrainConfig, "train", config, overrides)
-    torch.manual_seed(train.seed)
-    model, tokenizer = build_prm(train.model, head=train.head)
-    tmp = Path(f"{out}.tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)  # a folder cannot be renamed over a non-empty one
-    os.replace(tmp, out)
+    save_baseline(load_section(TrainConfig, "train", config, overrides), out)
 
 
 STAGES = ("problems", "split", "sample", "testbed", "annotation_set", "annotate_mc", "annotate_judge", "consensus",
@@ -211,7 +165,7 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
     bare = [o for o in overrides if "." not in o.split("=", 1)[0]]
     if bare:
         raise PrmError(f"`prm run` overrides name their section (sample.n=8, train.max_steps=50): got {bare[0]}")
-    from prm.stages import validate_sections
+    from prm.app.stages import validate_sections
 
     validate_sections(config, overrides)  # a typo in any section fails now, not when its stage comes
     run = load_section(RunConfig, "run", config, overrides)
@@ -283,7 +237,7 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
         r.stage(f"eval_bon_{name}", _prm("eval", "bon", *cfg, "-i", p(f"scored/bon.{name}.jsonl"),
                                          "-o", p(f"report/bon.{name}"), *ov))
     if not dry_run:
-        from prm.run_report import write_run_report
+        from prm.app.run_report import write_run_report
 
         write_run_report(rd, time.time() - start, r.timings, r.skipped, train_files)
         print(f"[prm run] report: {rd / 'report' / 'report.md'}")

@@ -35,63 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prm.config import load_section, option
+from prm.app.pipeline import Runner, _prm, save_untrained
+from prm.app.sections import ARMS, AblationConfig
+from prm.config import load_section
 from prm.errors import ConfigError, PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
-from prm.pipeline import Runner, _prm, save_untrained
 from prm.records import Solution, TrainingExample
 
-# arm -> (the consensus rule whose examples it trains on, the training loss); mc_matched and untrained are special
-ARMS: dict[str, tuple[str, str]] = {
-    "mc_only": ("mc_only", "hard"),
-    "judge_only": ("judge_only", "hard"),
-    "consensus": ("exact", "hard"),
-    "mc_matched": ("mc_only", "hard"),
-    "consensus_soft": ("exact", "soft"),
-    "consensus_soft_mse": ("exact", "soft_mse"),
-    "untrained": ("", ""),
-}
 # What the README's three questions compare: consensus against each of these, paired on the same items.
 COMPARISONS = ("mc_only", "mc_matched", "judge_only", "consensus_soft", "consensus_soft_mse", "untrained")
 SHOWN = ("step_auc", "f1", "acc_error", "acc_correct", "acc_error_answer_correct", "prmscore")
 NAMES = {"step_auc": "step AUC", "f1": "ProcessBench F1", "acc_error": "acc. erroneous", "acc_correct": "acc. correct",
          "acc_error_answer_correct": "acc. erroneous, right answer", "prmscore": "PRMScore"}
-
-
-@dataclass
-class AblationConfig:
-    """Section `ablation:` of an ablation config (the other sections are the stages' own)."""
-
-    run_dir: str = option("runs/ablation", help="every output of the experiment goes here")
-    problems: int = option(600, help="gsm_symbolic problems drawn for the testbed")
-    problem_seed: int = option(0, help="seed of the problem draw")
-    per_problem: int = option(2, help="testbed solutions per problem")
-    error_rate: float = option(0.45, help="share of testbed solutions with an error carried to a wrong answer")
-    flawed_correct_rate: float = option(0.15, help="share with a wrong step whose value later steps do not use")
-    heldout_fraction: float = option(0.2, help="share of problems held out for the evaluation")
-    seed: int = option(0, help="seed of the testbed, the held-out split and the size-matched subset")
-    arms: list[str] = option(["untrained", "mc_only", "judge_only", "consensus", "mc_matched", "consensus_soft"],
-                             help=f"arms to train and evaluate, from: {', '.join(ARMS)}")
-    bootstrap: int = option(1000, help="bootstrap resamples of the held-out items for every interval")
-    confidence: float = option(0.95, help="interval level")
-    threshold: float = option(0.5, help="a step is predicted wrong below this score (fixed: no tuning on held-out)")
-
-    def __post_init__(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown:
-            raise ConfigError(f"ablation.arms: unknown arm '{unknown[0]}'; arms: {', '.join(ARMS)}")
-        if len(set(self.arms)) != len(self.arms) or not self.arms:
-            raise ConfigError("ablation.arms: name each arm once, at least one")
-        for name in ("problems", "per_problem"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ablation.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("error_rate", "flawed_correct_rate", "confidence"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"ablation.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.error_rate + self.flawed_correct_rate > 1.0:
-            raise ConfigError("ablation.error_rate + ablation.flawed_correct_rate must be at most 1")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"ablation.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
 
 
 @dataclass
@@ -149,7 +104,7 @@ def matched_subset(pool: list[TrainingExample], like: list[TrainingExample], see
 
 def run_ablation(config: str, overrides: list[str]) -> Path:
     """Run (or continue) the experiment; returns the report folder."""
-    from prm.stages import validate_sections
+    from prm.app.stages import validate_sections
 
     sections = validate_sections(config, overrides)  # every section's keys are checked before any work
     ab = load_section(AblationConfig, "ablation", config, overrides)
@@ -219,9 +174,9 @@ def _paired(rd: Path, ab: AblationConfig) -> dict[str, dict[str, Any]]:
     """consensus minus each other arm, per metric: the point difference and a paired bootstrap interval."""
     import numpy as np
 
-    from eval.bootstrap import group_rng, percentile_interval, resample_counts
-    from eval.data import load_step_items
-    from eval.step_error import resampled_metrics
+    from prm.eval.bootstrap import group_rng, percentile_interval, resample_counts
+    from prm.eval.data import load_step_items
+    from prm.eval.step_error import resampled_metrics
 
     if "consensus" not in ab.arms:
         return {}
@@ -291,9 +246,9 @@ def write_report(rd: Path, ab: AblationConfig, config: str, overrides: list[str]
 def _settings(config: str, overrides: list[str], ab: AblationConfig) -> dict[str, Any]:
     import dataclasses
 
-    from data_synthesis.judge import JudgeConfig
-    from data_synthesis.mc import MCConfig
-    from train.config import TrainConfig
+    from prm.data_synthesis.judge import JudgeConfig
+    from prm.data_synthesis.mc import MCConfig
+    from prm.train.config import TrainConfig
 
     mc = load_section(MCConfig, "mc", config, overrides)
     judge = load_section(JudgeConfig, "judge", config, overrides)

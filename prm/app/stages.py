@@ -18,17 +18,16 @@ from prm.stage import StageCommand
 
 def stage_commands() -> list[StageCommand]:
     """Every stage command, in `prm --help` order."""
-    import data_synthesis.cli
-    import eval.cli
-    import train.cli
+    from prm.data_synthesis import cli as synthesis_cli
+    from prm.eval import cli as eval_cli
+    from prm.train import cli as train_cli
 
-    return [*data_synthesis.cli.COMMANDS, *train.cli.COMMANDS, *eval.cli.COMMANDS]
+    return [*synthesis_cli.COMMANDS, *train_cli.COMMANDS, *eval_cli.COMMANDS]
 
 
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass: `run`, `ablation` and every stage command's section."""
-    from prm.ablation import AblationConfig
-    from prm.pipeline import RunConfig
+    from prm.app.sections import AblationConfig, RunConfig
 
     classes: dict[str, type] = {"run": RunConfig, "ablation": AblationConfig}
     for command in stage_commands():

@@ -6,7 +6,7 @@
     prm data convert RewardMATH_direct.json rewardmath.jsonl --from rewardmath
     prm --help
 
-The stage commands come from one list (`prm.stages.stage_commands`), each declared by its stage as a
+The stage commands come from one list (`prm.app.stages.stage_commands`), each declared by its stage as a
 `prm.stage.StageCommand`; heavy imports (torch, transformers) happen inside the runners so `prm --help` is
 fast. `data validate`, `data convert`, `config get` and `run` are the app's own.
 User errors (bad input, bad config) print one line and exit 2, without a traceback.
@@ -64,7 +64,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_config_get(args: argparse.Namespace) -> int:
     import json
 
-    from prm.stages import config_value
+    from prm.app.stages import config_value
 
     value = config_value(args.key, args.config, args.overrides)
     print(value if isinstance(value, str) else json.dumps(value))
@@ -72,7 +72,7 @@ def _cmd_config_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from prm.pipeline import run_pipeline
+    from prm.app.pipeline import run_pipeline
 
     stages = None
     if args.stages is not None:
@@ -84,7 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablation(args: argparse.Namespace) -> int:
-    from prm.ablation import run_ablation
+    from prm.app.ablation import run_ablation
 
     run_ablation(args.config, args.overrides)
     return 0
@@ -140,19 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline YAML (e.g. configs/quickstart.yaml)")
     run.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. sample.n=8 train.max_steps=50")
     run.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
-    from prm.pipeline import JOBS
+    from prm.app.pipeline import JOBS
 
     run.add_argument("--stages", default=None, help="comma-separated stages, or Slurm jobs "
                                                     f"({', '.join(JOBS)}), to run (default: all)")
     run.set_defaults(func=_cmd_run)
 
-    from prm.stages import stage_commands
+    from prm.app.stages import stage_commands
 
     groups = {"data": data_sub}
     for command in stage_commands():
         _add_stage_command(sub, groups, command)
 
-    experiment = sub.add_parser("experiment", help="experiments built from the stages (see prm/ablation.py)")
+    experiment = sub.add_parser("experiment", help="experiments built from the stages (see prm/app/ablation.py)")
     experiment_sub = experiment.add_subparsers(dest="experiment", required=True)
     ablation = experiment_sub.add_parser(
         "ablation", help="MC-only vs judge-only vs consensus training data on the testbed (resumable)")
