@@ -249,7 +249,8 @@ def test_local_jsonl_errors_name_the_file_line(tmp_path):
 
 def test_chain_sum_steps_and_testbed_ready(tmp_path):
     from prm.data_synthesis.problems import chain_steps, chain_sum_problems
-    from prm.data_synthesis.testbed import arithmetic_steps, inject_error
+
+    from prm.arithmetic import arithmetic_steps, inject_error
 
     assert chain_steps("4 + 1 + 7 - 3") == ([4, 5, 12, 9], ["4 + 1 = 5", "5 + 7 = 12", "12 - 3 = 9"])
     assert chain_steps("1 - 5 + 9") is None  # a negative running total: the testbed reads unsigned numbers

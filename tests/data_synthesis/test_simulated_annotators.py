@@ -11,9 +11,10 @@ import pytest
 from prm.data_synthesis.mc import MCConfig, RolloutRunner, build_generator, label_solutions
 from prm.data_synthesis.problems import gsm_symbolic_problems
 from prm.data_synthesis.simulated_judge import error_given_mc
-from prm.data_synthesis.testbed import find_equations, make_solutions, tokenize
+from prm.data_synthesis.testbed import make_solutions
 
 from prm.app.cli import main
+from prm.arithmetic import find_equations, tokenize
 from prm.config import build
 from prm.records import Solution
 

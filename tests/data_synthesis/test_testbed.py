@@ -7,17 +7,10 @@ import json
 
 import pytest
 from prm.data_synthesis.problems import gsm_symbolic_problems
-from prm.data_synthesis.testbed import (
-    SimulatedCompleter,
-    final_answer_of,
-    find_equations,
-    heldout_step_items,
-    inject_error,
-    make_solutions,
-    tokenize,
-)
+from prm.data_synthesis.testbed import SimulatedCompleter, heldout_step_items, make_solutions
 
 from prm.app.cli import main
+from prm.arithmetic import final_answer_of, find_equations, inject_error, tokenize
 from prm.errors import PrmError
 from prm.generation import SamplingConfig
 from prm.grading import grade
