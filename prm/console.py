@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from importlib.util import find_spec
@@ -51,21 +52,26 @@ QUIET_ENV = {
 _FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
 
 
+def _routed(name: str) -> bool:
+    return name in ROUTED or name.split(".")[0] in ROUTED
+
+
 class _RoutedLogger(logging.Logger):
-    """A library's logger: console handlers it attaches to itself are refused, and its records always go on to
-    the root logger (a library's `propagate = False` is ignored), whose handlers decide where they show."""
+    """The logger class while `setup()` is in force. For a library's logger (a name under ROUTED), console
+    handlers it attaches are refused and its records always go on to the root logger (a library's
+    `propagate = False` is ignored), whose handlers decide where they show; any other logger is a plain one."""
 
     @property  # type: ignore[override]
     def propagate(self) -> bool:
-        return True
+        return True if _file_handler is not None and _routed(self.name) else self._propagate
 
     @propagate.setter
     def propagate(self, value: bool) -> None:
-        pass
+        self._propagate = value
 
     def addHandler(self, hdlr: logging.Handler) -> None:  # noqa: N802 - logging's name
-        if _is_console(hdlr) or _is_our_file(hdlr):  # our file gets the record from the root already
-            return
+        if _file_handler is not None and _routed(self.name) and (_is_console(hdlr) or _is_our_file(hdlr)):
+            return  # our file gets the record from the root already
         super().addHandler(hdlr)
 
 
@@ -126,6 +132,8 @@ class _ConsoleFilter(logging.Filter):
         elif record.name in ROUTED or top in ROUTED:
             return False
         message = record.getMessage()
+        if record.name == "py.warnings":  # "path:line: Category: text\n  source": once per text, not per line
+            message = re.sub(r"^.*?:\d+: ", "", message).split("\n")[0]
         if message in self.seen:
             return False
         self.seen.add(message)
@@ -167,11 +175,16 @@ def setup(verbose: bool = False) -> None:
     else:
         for key, value in QUIET_ENV.items():
             _set_env(key, value, default=True)
+    logging.setLoggerClass(_RoutedLogger)  # loggers the libraries make from now on, children included
     for name in ROUTED:
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if _is_console(h)]:
-            logger.removeHandler(handler)  # a library imported before setup: its console handler goes
-        logger.__class__ = _RoutedLogger
+        logging.getLogger(name)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and _routed(name) and not isinstance(logger, _RoutedLogger):
+            propagate = logger.propagate
+            logger.__class__ = _RoutedLogger  # a library imported before setup
+            logger.propagate = propagate
+            for handler in [h for h in logger.handlers if _is_console(h)]:
+                logger.removeHandler(handler)
     logging.captureWarnings(True)  # Python warnings (Python's filters still apply) become records
     root = logging.getLogger()
     _file_handler = _LogFile()
@@ -197,6 +210,7 @@ def teardown() -> None:
     if _file_handler is not None:
         root.setLevel(logging.WARNING)
         logging.captureWarnings(False)
+        logging.setLoggerClass(logging.Logger)
     _file_handler = _console_handler = None
     for key, value in _saved_env.items():
         if value is None:
