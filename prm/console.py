@@ -25,7 +25,6 @@ A leaf of the library: it imports nothing of prm.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ QUIET_ENV = {
     "TORCH_CPP_LOG_LEVEL": "ERROR",  # c10 / gloo warnings written by C++ to stderr: not routable, so limited
 }
 
+_VLLM_CONFIG_PREFIX = "prm-vllm-logging-"
 _FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
 
 
@@ -82,8 +82,7 @@ def _is_console(handler: logging.Handler) -> bool:
 
 
 def _is_our_file(handler: logging.Handler) -> bool:
-    path = log_file()
-    return isinstance(handler, logging.FileHandler) and path is not None and handler.baseFilename == str(path)
+    return isinstance(handler, _LogFile)
 
 
 class _LogFile(logging.Handler):
@@ -153,6 +152,7 @@ _file_handler: _LogFile | None = None
 _console_handler: logging.Handler | None = None
 _verbose = False
 _saved_env: dict[str, str | None] = {}
+_vllm_config: Path | None = None
 
 
 def _set_env(key: str, value: str, default: bool = False) -> None:
@@ -212,6 +212,10 @@ def teardown() -> None:
         logging.captureWarnings(False)
         logging.setLoggerClass(logging.Logger)
     _file_handler = _console_handler = None
+    global _vllm_config
+    if _vllm_config is not None:
+        _vllm_config.unlink(missing_ok=True)
+        _vllm_config = None
     for key, value in _saved_env.items():
         if value is None:
             os.environ.pop(key, None)
@@ -249,22 +253,31 @@ def log_file() -> Path | None:
 def _configure_vllm(path: Path) -> None:
     """vLLM configures its own logging in each of its processes from `VLLM_LOGGING_CONFIG_PATH`: point it at
     the log file (and at the console too with --verbose), unless the user gave a config of their own. In
-this process the file handler is refused (the root's handler writes the record), in vLLM's engine
-processes, which do not run `setup()`, it writes the file."""
-    if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+    this process the file handler is refused (the root's handler writes the record); in vLLM's engine
+    processes, which do not run `setup()`, it writes the file."""
+    given = os.environ.get("VLLM_LOGGING_CONFIG_PATH", "")
+    if given and not Path(given).name.startswith(_VLLM_CONFIG_PREFIX):
+        return  # the user's own vLLM logging (one inherited from a parent prm command is remade here)
+    if os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
         return
-    handlers = {"file": {"class": "logging.FileHandler", "filename": str(path), "formatter": "plain",
-                         "level": "INFO"}}
+    handlers: dict[str, dict[str, str]] = {"file": {"()": "prm.console.file_handler", "path": str(path)}}
     if _verbose:
         handlers["console"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                                "formatter": "plain", "level": "INFO"}
     config = {"version": 1, "disable_existing_loggers": False,
               "formatters": {"plain": {"format": _FORMAT}}, "handlers": handlers,
               "loggers": {"vllm": {"handlers": list(handlers), "level": "INFO", "propagate": False}}}
-    text = json.dumps(config)
-    # In the temporary folder, not the output's: naming the log file must not create the output folder.
-    config_path = Path(tempfile.gettempdir()) / f"prm-vllm-logging-{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
-    tmp = config_path.with_name(f"{config_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(config_path)  # several processes may write it at once: each write is whole
-    _set_env("VLLM_LOGGING_CONFIG_PATH", str(config_path))
+    global _vllm_config
+    # In the temporary folder, not the output's (naming the log file must not create the output folder);
+    # one file a process, removed by teardown().
+    _vllm_config = Path(tempfile.gettempdir()) / f"{_VLLM_CONFIG_PREFIX}{os.getpid()}.json"
+    _vllm_config.write_text(json.dumps(config))
+    _set_env("VLLM_LOGGING_CONFIG_PATH", str(_vllm_config))
+
+
+def file_handler(path: str) -> logging.Handler:
+    """The log file's handler for vLLM's logging config (`"()"` factory): its engine processes write through
+    it; in a process that ran `setup()` it is refused, the root's own handler writes the record."""
+    handler = _LogFile()
+    handler.open(Path(path))
+    return handler
