@@ -15,8 +15,10 @@ stderr and stay on the console; a Python warning raised in our own files is show
 other libraries keep their WARNING-and-above lines on the console, as Python's default does.
 
 `setup()` runs first in `prm.app.cli.main`, before any library is imported, and `teardown()` when the
-command ends; `use_log_file()` names the file once the command knows where it writes (records logged
-before are kept and written then; if no file is ever named, as for `prm config get`, they are dropped). The settings
+command ends; `use_log_file()` names the file once the command knows where it writes. Records wait in
+memory until the file is named and its folder exists (the command makes it when it writes its output);
+a command that never gets there (bad input refused up front, `prm config get`) writes no log and makes no
+folder, and what it logged is dropped (`--verbose` shows it). The settings
 travel to the commands `prm run` starts, and to torchrun workers, through the environment: `PRM_LOG_FILE`
 (the file every process appends to) and `PRM_VERBOSE=1`. Messages that the C++ side of torch writes
 straight to stderr cannot be routed: without `--verbose` they are limited to errors (`TORCH_CPP_LOG_LEVEL`).
@@ -86,7 +88,9 @@ def _is_our_file(handler: logging.Handler) -> bool:
 
 
 class _LogFile(logging.Handler):
-    """Appends every record to the log file; until the file is named, records wait in memory."""
+    """Appends every record to the log file. Records wait in memory until the file is named and its folder
+    exists: the folder is the command's output folder, which the command makes when it first writes, so a
+    command refused before writing anything (bad input) leaves no folder behind."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -95,21 +99,23 @@ class _LogFile(logging.Handler):
         self._pending: list[logging.LogRecord] = []
 
     def open(self, path: Path) -> None:
-        self.path = path  # the folder is made with the first line: a command refused early leaves none
+        self.path = path
+        self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the records that waited, once the folder is there (teardown() calls it a last time)."""
+        if self.path is None or not self.path.parent.is_dir() or not self._pending:
+            return
         pending, self._pending = self._pending, []
-        for record in pending:
-            self.emit(record)
+        try:  # one open per batch: several processes (torchrun workers, prm run's stages) append to it
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.writelines(self.format(record) + "\n" for record in pending)
+        except OSError:
+            self.handleError(pending[-1])
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.path is None:
-            self._pending.append(record)
-            return
-        try:  # one open per record: several processes (torchrun workers, prm run's stages) append to it
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(self.format(record) + "\n")
-        except OSError:
-            self.handleError(record)
+        self._pending.append(record)
+        self.write_pending()
 
 
 class _ConsoleFilter(logging.Filter):
@@ -204,6 +210,8 @@ def teardown() -> None:
     loggers stay routed: with no handler of ours, their warnings reach stderr as Python's default has it)."""
     global _file_handler, _console_handler
     root = logging.getLogger()
+    if _file_handler is not None:
+        _file_handler.write_pending()
     for handler in (_file_handler, _console_handler):
         if handler is not None:
             root.removeHandler(handler)
