@@ -3,9 +3,9 @@ order. Each is declared as a `StageCommand` beside its code; the app (prm/app/st
 
 from __future__ import annotations
 
-from prm.data_synthesis import consensus, judge, mc, merge, problems, sample, testbed
+from prm.data_synthesis import consensus, judge, mc, merge, problems, sample, testbed_cli
 
 from prm.stage import StageCommand
 
-COMMANDS: list[StageCommand] = [problems.COMMAND, merge.COMMAND, testbed.COMMAND, sample.COMMAND,
+COMMANDS: list[StageCommand] = [problems.COMMAND, merge.COMMAND, testbed_cli.COMMAND, sample.COMMAND,
                                 consensus.COMMAND, mc.COMMAND, judge.COMMAND]

@@ -51,7 +51,7 @@ from prm.generation import (
     make_generator,
 )
 from prm.records import JudgeAnnotation, Solution
-from prm.stage import StageCommand
+from prm.stage import config_command
 
 
 @dataclass
@@ -294,21 +294,11 @@ def run_judge(cfg: JudgeConfig, shard: tuple[int, int] | None = None,
     return report
 
 
-def _cmd_judge(args: argparse.Namespace) -> int:
-    from prm.shards import parse_shard
-    from prm.stage import load_stage_config
-
-    cfg = load_stage_config(JudgeConfig, "judge", args)
-    shard = parse_shard(args.shard) if args.shard else None
-    run_judge(cfg, shard)
-    return 0
-
-
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", default=None, help="solutions JSONL (overrides judge.input)")
     parser.add_argument("-o", "--output", default=None, help="judged solutions JSONL (overrides judge.output)")
 
 
-COMMAND = StageCommand(("annotate", "judge"), "an LLM judge names the earliest wrong step of each solution",
-                       _add_arguments, _cmd_judge, section="judge", config=JudgeConfig, shards=True,
-                       description=__doc__)
+COMMAND = config_command(("annotate", "judge"), "an LLM judge names the earliest wrong step of each solution",
+                         _add_arguments, run_judge, section="judge", config=JudgeConfig, shards=True,
+                         description=__doc__)

@@ -47,14 +47,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prm.data_synthesis.testbed import SimulatedCompleter, SimulatedConfig, true_first_error
+from prm.data_synthesis.simulated_completer import SimulatedCompleter, SimulatedConfig
+from prm.data_synthesis.testbed import true_first_error
 
 from prm.config import option
 from prm.errors import ConfigError, InputError, PrmError
 from prm.generation import Generator, GeneratorConfig, SamplingConfig, check_sampling
 from prm.jsonl import loads_strict
 from prm.records import MCAnnotation, Solution
-from prm.stage import StageCommand
+from prm.stage import config_command
 
 
 @dataclass
@@ -458,21 +459,22 @@ def build_generator(cfg: MCConfig, solutions: Sequence[Solution], policy: Any = 
     return gen, PromptBuilder(policy, cfg.step_separator, lambda msgs: render_chat(tokenizer, msgs))
 
 
-def run_mc(args: argparse.Namespace) -> int:
-    """prm annotate mc --config F -i solutions.jsonl -o mc.jsonl [--shard I/N] [key=value ...]"""
+def run_mc(cfg: MCConfig, shard: tuple[int, int] | None = None, *, input: str, output: str,  # noqa: A002
+           config: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """prm annotate mc --config F -i solutions.jsonl -o mc.jsonl [--shard I/N] [key=value ...]: label the
+    solutions of `input` (of shard (i, n)) into `output`; `config` and `overrides` give the policy's prompt."""
     from tqdm import tqdm
 
-    from prm.config import load_section
     from prm.jsonl import JsonlWriter, check_unique_ids, load_records, previous_ids, write_text_atomic
-    from prm.shards import in_shard, parse_shard, shard_path
+    from prm.shards import in_shard, shard_path
 
-    cfg = load_section(MCConfig, "mc", args.config, args.overrides)
-    policy = policy_config(args.config, args.overrides)
-    solutions = load_records(args.input, Solution, require_records=True)
-    check_unique_ids(solutions, args.input)
-    output, cache_path = Path(args.output), cfg.cache_path
-    if args.shard:
-        i, n = parse_shard(args.shard)
+    policy = policy_config(config, overrides)
+    input_path = input
+    solutions = load_records(input_path, Solution, require_records=True)
+    check_unique_ids(solutions, input_path)
+    output, cache_path = Path(output), cfg.cache_path
+    if shard is not None:
+        i, n = shard
         solutions = [s for s in solutions if in_shard(s.id, i, n)]
         output = shard_path(output, i, n)
         if cache_path:
@@ -480,7 +482,7 @@ def run_mc(args: argparse.Namespace) -> int:
     if cfg.backend == "simulated":
         missing = [s.id for s in solutions if true_first_error(s) is None]
         if missing:
-            raise InputError(args.input, None, "true_first_error",
+            raise InputError(input_path, None, "true_first_error",
                              f"backend=simulated needs testbed solutions; {missing[0]} has no true_first_error")
 
     done = previous_ids(output)  # resume: a torn last line cut off, the ids already labeled skipped
@@ -559,5 +561,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="labeled solutions JSONL (resumable)")
 
 
-COMMAND = StageCommand(("annotate", "mc"), "Monte Carlo rollout labels (exhaustive or binary search)",
-                       _add_arguments, run_mc, section="mc", config=MCConfig, shards=True, description=__doc__)
+COMMAND = config_command(("annotate", "mc"), "Monte Carlo rollout labels (exhaustive or binary search)",
+                         _add_arguments, run_mc, section="mc", config=MCConfig, shards=True,
+                         flags=("input", "output", "config", "overrides"), description=__doc__)

@@ -36,7 +36,7 @@ from prm.generation import (
     make_generator,
 )
 from prm.records import Problem, Solution
-from prm.stage import StageCommand
+from prm.stage import config_command
 from prm.steps import SplitStyle, split_steps
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful mathematician. You solve problems step by step and check each step."
@@ -208,21 +208,11 @@ def run_sample(cfg: SampleConfig, shard: tuple[int, int] | None = None,
     return stats
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
-    from prm.shards import parse_shard
-    from prm.stage import load_stage_config
-
-    cfg = load_stage_config(SampleConfig, "sample", args)
-    shard = parse_shard(args.shard) if args.shard else None
-    run_sample(cfg, shard)
-    return 0
-
-
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", default=None, help="problems JSONL (overrides sample.input)")
     parser.add_argument("-o", "--output", default=None, help="solutions JSONL (overrides sample.output)")
 
 
-COMMAND = StageCommand(("sample",), "sample step-by-step solutions from a policy model and grade them",
-                       _add_arguments, _cmd_sample, section="sample", config=SampleConfig, shards=True,
-                       description=__doc__)
+COMMAND = config_command(("sample",), "sample step-by-step solutions from a policy model and grade them",
+                         _add_arguments, run_sample, section="sample", config=SampleConfig, shards=True,
+                         description=__doc__)

@@ -33,3 +33,25 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> str:
     from prm.models import save_tiny_causal_lm
 
     return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+# A user's research folder often holds its own train.py or eval.py: the commands must never import them.
+SHADOWING_NAMES = ("train", "eval", "data_synthesis", "testkit")
+
+
+@pytest.fixture
+def shadow_dir(tmp_path) -> Path:
+    """A folder holding train.py, eval.py, data_synthesis.py and testkit.py, each raising on import."""
+    folder = tmp_path / "research"
+    folder.mkdir()
+    for name in SHADOWING_NAMES:
+        (folder / f"{name}.py").write_text(f"raise ImportError('SHADOWED: the folder\\'s own {name}.py was imported')\n")
+    return folder
+
+
+@pytest.fixture
+def user_env() -> dict[str, str]:
+    """The environment of a user with the package installed: no checkout on PYTHONPATH, no prm settings."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PRM_")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false")
+    return env

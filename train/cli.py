@@ -13,16 +13,13 @@ import argparse
 
 from prm.train.config import TrainConfig
 
-from prm.stage import StageCommand
+from prm.stage import StageCommand, config_command
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from prm.train.trainer import train
+def _train(cfg: TrainConfig, resume: bool) -> int:
+    from prm.train.trainer import train  # torch and DeepSpeed load here, not for `prm --help`
 
-    from prm.config import load_section
-
-    cfg = load_section(TrainConfig, "train", args.config, args.overrides)
-    return train(cfg, resume=args.resume)
+    return train(cfg, resume=resume)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -108,8 +105,8 @@ def _add_toy_arguments(toy: argparse.ArgumentParser) -> None:
 
 # The training stage's commands; the app (prm/app/stages.py) reads this list.
 COMMANDS: list[StageCommand] = [
-    StageCommand(("train",), "train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)",
-                 _add_train_arguments, _cmd_train, section="train", config=TrainConfig),
+    config_command(("train",), "train a PRM with DeepSpeed (1 process, torchrun, or srun + torchrun)",
+                   _add_train_arguments, _train, section="train", config=TrainConfig, flags=("resume",)),
     StageCommand(("train-data", "check"), "validate and tokenize training files (what `prm train` does first)",
                  _add_check_arguments, _cmd_check),
     StageCommand(("train-data", "export-trl"), "write training files as TRL stepwise JSONL",

@@ -10,6 +10,8 @@ The stage commands come from one list (`prm.app.stages.stage_commands`), each de
 `prm.stage.StageCommand`; heavy imports (torch, transformers) happen inside the runners so `prm --help` is
 fast. `data validate`, `data convert`, `config get` and `run` are the app's own.
 User errors (bad input, bad config) print one line and exit 2, without a traceback.
+Library chatter goes to `prm.log` in the run or output folder (`prm.console`); `--verbose`, anywhere on the
+command line, shows it on the console as well.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prm import console
 from prm.errors import PrmError
 from prm.stage import (
     INPUT_ARGS,
@@ -92,8 +95,12 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation."
+        prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation.",
+        epilog="Library messages (model load reports, DeepSpeed and vLLM logs) go to prm.log in the run or "
+               "output folder; --verbose (anywhere on the command line) shows them here too."
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show library messages on the console too (they always go to prm.log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = sub.add_parser("data", help="problem sources, format conversion, validation, shard merging")
@@ -196,6 +203,16 @@ def _add_stage_command(sub: argparse._SubParsersAction, groups: dict[str, argpar
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    console.setup(verbose)  # before any library imports: their loggers are routed to the log file
+    try:
+        return _main([a for a in argv if a != "--verbose"])  # --verbose is accepted after the command too
+    finally:
+        console.teardown()
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting `key=value` overrides at the first flag; take the ones after it too.
@@ -207,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         refuse_output_over_input([getattr(args, a, None) for a in INPUT_ARGS],
                                  [getattr(args, a, None) for a in OUTPUT_ARGS])
+        output = getattr(args, "output", None) or getattr(args, "dst", None)
+        console.log_file_near(output if isinstance(output, str) else None)  # config outputs: prm.stage
         return int(args.func(args) or 0)
     except PrmError as exc:
         print(f"error: {exc}", file=sys.stderr)

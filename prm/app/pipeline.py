@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from prm import console
 from prm.app.sections import RunConfig
 from prm.config import load_section, read_yaml
 from prm.errors import PrmError
@@ -175,6 +176,10 @@ def run_pipeline(config: str, overrides: list[str], dry_run: bool = False, stage
         raise PrmError(f"{config}: `prm run` needs the sections {', '.join(missing)}")
     rd = Path(run.run_dir)
     r = Runner(rd, dry_run, set(stages) if stages else None)
+    if not dry_run:  # every stage appends its library messages to the run's log (PRM_LOG_FILE)
+        log = console.use_log_file(rd / console.LOG_NAME)
+        print(f"[prm run] library messages: {log}" + ("" if os.environ.get(console.VERBOSE_ENV) == "1"
+                                                         else " (--verbose shows them here too)"), flush=True)
     p = r.path
     cfg = ["--config", config]
     ov = [o for o in overrides if not o.startswith("run.")]

@@ -7,7 +7,9 @@ import json
 
 import pytest
 from prm.data_synthesis.problems import gsm_symbolic_problems
-from prm.data_synthesis.testbed import SimulatedCompleter, heldout_step_items, make_solutions
+from prm.data_synthesis.simulated_completer import SimulatedCompleter
+from prm.data_synthesis.testbed import make_solutions
+from prm.data_synthesis.testbed_heldout import heldout_step_items
 
 from prm.app.cli import main
 from prm.arithmetic import final_answer_of, find_equations, inject_error, tokenize
