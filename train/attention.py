@@ -7,7 +7,7 @@ rows of ~200-token examples, about a tenth of the scores) and no mask is built. 
 attention (tests/train/test_train_data.py checks the logits against sdpa). A batch with an attention mask
 (padded rows, validation) goes to transformers' sdpa unchanged.
 
-Used by `prm train` for packed rows on CPU (prm.train.trainer.build_model); the saved model says "sdpa".
+Used by `prm train` for packed rows on CPU (prm.train.model_setup.build_model); the saved model says "sdpa".
 """
 
 from __future__ import annotations

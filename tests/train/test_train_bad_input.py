@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.train.checkpoints import read_losses
 from prm.train.config import TrainConfig
-from prm.train.trainer import deepspeed_config, read_losses
+from prm.train.ds_config import deepspeed_config
 
 from prm.app.cli import main
 from prm.config import load_section

@@ -7,14 +7,10 @@ import json
 
 import pytest
 from prm.train.config import TrainConfig
-from prm.train.trainer import (
-    deepspeed_config,
-    freeze_lower_layers,
-    lr_lambda,
-    parameter_groups,
-    step_metrics,
-    use_own_op_cache,
-)
+from prm.train.distributed import use_own_op_cache
+from prm.train.ds_config import deepspeed_config
+from prm.train.metrics import step_metrics
+from prm.train.model_setup import freeze_lower_layers, lr_lambda, parameter_groups
 
 from prm.config import load_section
 from prm.errors import ConfigError
