@@ -37,29 +37,28 @@ def read_losses(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def save_checkpoint(engine: Any, ckpt_dir: Path, step: int, keep: int, rank: int,
+def save_checkpoint(engine: Any, comm: Any, ckpt_dir: Path, step: int, keep: int, rank: int,
                     log: Callable[[str], None]) -> None:
     """Every rank writes its part of checkpoints/step_<step>; rank 0 then deletes all but the newest `keep`."""
-    import torch.distributed as dist
-
     tag = f"step_{step}"
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step})
-    dist.barrier()
+    comm.barrier()
     if rank == 0:
         tags = sorted((p for p in ckpt_dir.glob("step_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
         for old in tags[: -keep]:
             shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+    comm.barrier()
     log(f"checkpoint {ckpt_dir / tag}")
 
 
-def save_final(engine: Any, out: Path, rank: int, precision: str, tokenizer: Any, peft_config: Any) -> None:
+def save_final(engine: Any, comm: Any, out: Path, rank: int, precision: str, tokenizer: Any,
+               peft_config: Any) -> None:
     """Save a Hugging Face folder (model + tokenizer with the marker), LoRA merged. Without ZeRO-3 every rank
-    holds the whole model, and rank 0 saves it as it is; ZeRO-3 gathers the 16-bit weights into a file and
-    rank 0 rebuilds a plain model from it (a file and a second model: the peak memory of a run that
-    does not need them)."""
+    holds the whole model, and rank 0 saves it as it is. ZeRO-3 gathers the 16-bit weights
+    (`engine.save_16bit_model`, stage3_gather_16bit_weights_on_model_save) into one file; rank 0 then puts
+    them into a model skeleton built on the meta device (`load_state_dict(assign=True)`: the loaded tensors
+    become the weights), so no fp32 model is ever built on the CPU: the peak is one 16-bit copy."""
     import torch
-    import torch.distributed as dist
 
     if not engine.zero_optimization_partition_weights():
         if rank == 0:
@@ -67,37 +66,52 @@ def save_final(engine: Any, out: Path, rank: int, precision: str, tokenizer: Any
             if peft_config is not None:
                 model = model.merge_and_unload()
             write_final(out, model.to(torch.bfloat16) if precision == "bf16" else model, tokenizer)
-        dist.barrier()
+        comm.barrier()
         return
     tmp = out / "final.tmp"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-    dist.barrier()
+    comm.barrier()
     if not engine.save_16bit_model(str(tmp), "consolidated.bin"):
         raise ConfigError("DeepSpeed did not save the full model: set "
                           "stage3_gather_16bit_weights_on_model_save=true in the DeepSpeed config")
-    dist.barrier()
+    comm.barrier()
     if rank == 0:
-        from prm.prm_model import prm_from_config
-
-        state = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
+        state = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True, mmap=True)
         module = engine.module
         config = (module.get_base_model() if peft_config is not None else module).config
-        fresh = prm_from_config(config)
+        model = model_from_state(config, state, peft_config)
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
+        write_final(out, model, tokenizer)
+        shutil.rmtree(tmp, ignore_errors=True)
+    comm.barrier()
+
+
+def model_from_state(config: Any, state: dict[str, Any], peft_config: Any = None) -> Any:
+    """A PRM of `config`'s shape whose weights are the tensors of `state` (no copy, no fp32 model), for
+    saving: the skeleton is built on the meta device, the state assigned, LoRA merged."""
+    import torch
+
+    from prm.prm_model import prm_from_config
+
+    with torch.device("meta"):
+        model = prm_from_config(config)
         if peft_config is not None:
             from peft import get_peft_model
 
-            fresh = get_peft_model(fresh, peft_config)
-        missing, unexpected = fresh.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "rotary" not in k]:
-            raise RuntimeError(f"final save: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        if peft_config is not None:
-            fresh = fresh.merge_and_unload()
-        if precision == "bf16":
-            fresh = fresh.to(torch.bfloat16)
-        write_final(out, fresh, tokenizer)
-        shutil.rmtree(tmp, ignore_errors=True)
-    dist.barrier()
+            model = get_peft_model(model, peft_config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if unexpected or [k for k in missing if "rotary" not in k]:
+        raise RuntimeError(f"final save: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if peft_config is not None:
+        model = model.merge_and_unload()
+    left = [name for name, t in model.state_dict().items() if t.is_meta]
+    if left:
+        raise RuntimeError(f"final save: not restored from the gathered weights: {left[:5]}")
+    # Non-persistent buffers (rotary inv_freq) stay on the meta device: they are not saved, and this model
+    # is only written, never run.
+    return model
 
 
 def write_final(out: Path, model: Any, tokenizer: Any) -> None:

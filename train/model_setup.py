@@ -70,16 +70,37 @@ def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
     return groups + [{"params": head, "lr": cfg.optim.head_lr or cfg.optim.lr}]
 
 
-def build_model(cfg: TrainConfig, per_example_attention: bool = False) -> tuple[Any, Any, Any]:
-    """(model ready for DeepSpeed, tokenizer, peft LoraConfig or None); `per_example_attention`: packed rows
-    attend per example (train/attention.py) instead of through a row-wide mask."""
+ATTENTIONS = ("sdpa", "segments", "flash_attention_2")
+
+
+def build_model(cfg: TrainConfig, attention: str = "sdpa", ds_config: dict[str, Any] | None = None
+                ) -> tuple[Any, Any, Any]:
+    """(model ready for DeepSpeed, tokenizer, peft LoraConfig or None).
+
+    `attention`: sdpa (transformers' sdpa; packed rows through a row-wide mask), segments (packed rows attend
+    per example, train/attention.py) or flash_attention_2 (packed rows through flash-attn's varlen kernel).
+    The weights load in the dtype DeepSpeed trains them in (bf16 when its bf16 is on, never an fp32 copy to
+    cast later), and under ZeRO-3 inside `deepspeed.zero.Init` (through transformers' HfDeepSpeedConfig),
+    so each rank materialises only its partition of the weights."""
     import torch
 
     from prm.prm_model import build_prm
 
+    if attention not in ATTENTIONS:
+        raise ConfigError(f"train.attention: {attention!r} is not one of {', '.join(ATTENTIONS)}")
+    ds_config = ds_config or {}
+    bf16 = isinstance(ds_config.get("bf16"), dict) and ds_config["bf16"].get("enabled") is True
+    zero3 = ds_config.get("zero_optimization", {}).get("stage", 0) == 3
     torch.manual_seed(cfg.seed)
-    model, tokenizer = build_prm(cfg.model, dtype="fp32", head=cfg.head)
-    if per_example_attention:
+    keep_alive = None
+    if zero3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_config)  # while it lives, from_pretrained builds under zero.Init
+    model, tokenizer = build_prm(cfg.model, dtype="bf16" if bf16 else "fp32", head=cfg.head,
+                                 attn_implementation="sdpa" if attention == "segments" else attention)
+    del keep_alive
+    if attention == "segments":
         from prm.train.attention import use_segment_attention
 
         use_segment_attention(model)

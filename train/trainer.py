@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.train.checkpoints import read_losses, save_checkpoint, save_final
+from prm.train.collectives import Collectives
 from prm.train.config import TrainConfig
 from prm.train.distributed import (
     PREEMPTED_EXIT_CODE,
@@ -51,6 +52,7 @@ from prm.train.ds_config import deepspeed_config
 from prm.train.losses import SOFT_LOSSES
 from prm.train.metrics import step_metrics
 from prm.train.model_setup import build_model, lr_lambda, parameter_groups
+from prm.train.throughput import step_flops
 
 from prm.config import to_dict
 from prm.errors import ConfigError
@@ -87,19 +89,19 @@ class Trainer:
             out.append(self._epoch_cache[epoch][k])
         return out
 
-    def _loss_scale(self, micro_batches: list[list[list[Any]]]) -> float:
+    def _loss_scale(self, micro_batches: list[list[list[Any]]]) -> Any:
         """The factor that turns a micro-batch's loss sum into its share of the optimizer step's loss, the mean
         over every labelled step of the step (all micro-batches, all ranks): world / (labelled steps of all
         ranks). DeepSpeed averages gradients over ranks (the factor `world` undoes that); backward is called
         with scale_wrt_gas=False, so no division by the accumulation steps. Micro-batch size, accumulation,
         packing and process count then leave the objective unchanged."""
         import torch
-        import torch.distributed as dist
 
         count = torch.tensor([sum(len(ex.labels) for mb in micro_batches for row in mb for ex in row)],
                              dtype=torch.float64)
-        dist.all_reduce(count)
-        return self.world / max(float(count), 1.0)
+        count = self.comm.all_reduce(count)
+        # Stays on the device (no host sync); fp32, as the python float it replaces multiplied the loss.
+        return (self.world / count.clamp(min=1.0)).to(torch.float32).squeeze(0)
 
     def _local_grad_norm(self) -> float:
         """Norm of the accumulated gradients before clipping, without ZeRO (they sit in p.grad, all-reduced
@@ -113,16 +115,52 @@ class Trainer:
         from prm.train.losses import step_loss_sum
 
         dev = self.engine.device
-        out = self.engine(input_ids=batch["input_ids"].to(dev),
+        out = self.engine(input_ids=batch["input_ids"].to(dev, non_blocking=True),
                           attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(dev),
-                          position_ids=batch["position_ids"].to(dev), use_cache=False)
+                          position_ids=batch["position_ids"].to(dev, non_blocking=True), use_cache=False,
+                          **self._attention_kwargs(batch))
         return step_loss_sum(out.logits, batch["labels"].to(dev), batch["soft"].to(dev), self.cfg.loss,
-                             list(self.cfg.class_weights))
+                             list(self.cfg.class_weights), count=batch["n_steps"], check_soft=False)
+
+    def _attention_kwargs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Packed rows' example boundaries, computed from the host copy of position_ids, so no layer reads
+        them back from the GPU: flash-attn's cu_seqlens (over the flattened batch) or the segments' starts."""
+        if batch["attention_mask"] is not None or self.attention == "sdpa":
+            return {}
+        from prm.train.attention import segment_starts
+
+        starts = segment_starts(batch["position_ids"])
+        if self.attention == "segments":
+            return {"prm_segment_starts": starts}
+        import torch
+
+        width = batch["position_ids"].shape[1]
+        bounds = [r * width + s for r, row in enumerate(starts) for s in row] + [len(starts) * width]
+        cu = torch.tensor(bounds, dtype=torch.int32).to(self.engine.device, non_blocking=True)
+        longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+    def _choose_attention(self, per_row: float, ds_config: dict[str, Any]) -> str:
+        """train.attention, with auto resolved: flash-attn varlen for packed rows on a GPU where flash_attn is
+        installed and the weights are 16-bit; else per-example sdpa (no L x L mask) when rows hold about two
+        examples or more; else transformers' sdpa (a row of about one example wastes little on its mask,
+        and one sdpa call over it beats several small ones)."""
+        import importlib.util
+
+        import torch
+
+        if self.cfg.attention != "auto":
+            return self.cfg.attention
+        if not self.cfg.data.packing:
+            return "sdpa"
+        bf16 = isinstance(ds_config.get("bf16"), dict) and ds_config["bf16"].get("enabled") is True
+        if torch.cuda.is_available() and bf16 and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        return "segments" if per_row >= 2 else "sdpa"
 
     def run(self) -> int:
         import deepspeed
         import torch
-        import torch.distributed as dist
         from prm.train.data import collate, load_tokenized, make_batches
 
         cfg = self.cfg
@@ -135,7 +173,7 @@ class Trainer:
             from prm.models import default_device, native_bf16
 
             cfg = self.cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(default_device()) else "fp32")
-        ds_config = deepspeed_config(cfg, self.world)
+        ds_config = deepspeed_config(cfg, self.world, cuda=torch.cuda.is_available())
         catch_stop_signals()
 
         # Data first: every record is validated before any weight is touched.
@@ -159,15 +197,16 @@ class Trainer:
                  f"world {self.world}, {total} optimizer steps, {cfg.deepspeed}, {cfg.precision}"
                  f"{', LoRA' if cfg.lora.enabled else ''}{', packed' if cfg.data.packing else ', padded'}")
 
-        # On CPU, a row of several packed examples attends per example: its row-wide mask would cost L x L
-        # scores, most of them masked out. A row of about one example (plus padding) wastes little that way,
-        # and one sdpa call over it beats several small ones.
+        # A row of several packed examples attends per example (flash-attn varlen, or per-example sdpa): its
+        # row-wide mask would cost L x L scores, most of them masked out.
         per_row = len(self.train_data) / sum(len(mb) for mb in first_epoch) if cfg.data.packing else 0.0
-        per_example = per_row >= 2 and not torch.cuda.is_available()
+        self.attention = self._choose_attention(per_row, ds_config)
         if cfg.data.packing:
-            self.log(f"packed rows of {self.pack_length} tokens hold {per_row:.2f} examples on average; attention "
-                     f"{'per example' if per_example else 'through the row mask'}")
-        model, tokenizer, peft_config = build_model(cfg, per_example)
+            how = {"flash_attention_2": "flash-attn varlen, per example", "segments": "sdpa per example",
+                   "sdpa": "sdpa through the row mask"}[self.attention]
+            self.log(f"packed rows of {self.pack_length} tokens hold {per_row:.2f} examples on average; "
+                     f"attention: {how}")
+        model, tokenizer, peft_config = build_model(cfg, self.attention, ds_config)
         if tokenizer.convert_tokens_to_ids(STEP_MARKER) != tok.convert_tokens_to_ids(STEP_MARKER):
             raise ConfigError(f"{cfg.model}: the step marker got different ids in data and model tokenizers")
         fn = lr_lambda(cfg, total)
@@ -176,6 +215,12 @@ class Trainer:
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, fn))
         if self.world == 1 and not self.engine.zero_optimization():
             self.engine.enable_backward_allreduce = False  # one process: no gradients to average, no copies
+        self.comm = Collectives(self.engine.device)
+        from prm.train.throughput import model_shape, peak_flops
+
+        n_params, layers, hidden = model_shape(self.engine.module)
+        cuda = self.engine.device.type == "cuda"
+        peak = peak_flops(cfg.peak_tflops, torch.cuda.get_device_name(self.engine.device) if cuda else None)
 
         step = 0
         if self.rank == 0:
@@ -197,15 +242,18 @@ class Trainer:
             if step == 0:
                 (self.out / "eval.jsonl").unlink(missing_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-        dist.barrier()
+        self.comm.barrier()
         wandb_run = self._init_wandb() if self.rank == 0 and cfg.report_to == "wandb" else None
 
         self.engine.train()
         start = time.time()
         tokens_seen = 0
+        flops_seen = 0.0
         last_saved = first_step = step
         while step < total:
-            sums = torch.zeros(3, dtype=torch.float64)  # loss sum, labelled steps, tokens
+            # The loss sum stays on the device, the counts on the host: one read-back per optimizer step.
+            loss_sum_dev = torch.zeros((), dtype=torch.float64, device=self.engine.device)
+            counts = [0, 0, 0]  # labelled steps, tokens, sum of squared example lengths
             micro_batches = self._micro_batches(step)
             scale = self._loss_scale(micro_batches)
             grad_norm = None
@@ -217,13 +265,21 @@ class Trainer:
                 if g == len(micro_batches) - 1 and not self.engine.zero_optimization():
                     grad_norm = self._local_grad_norm()  # ZeRO reports its own after the step
                 self.engine.step()
-                sums += torch.tensor([float(loss_sum.detach()), count, batch["n_tokens"]], dtype=torch.float64)
-            dist.all_reduce(sums)
+                loss_sum_dev += loss_sum.detach().to(torch.float64)
+                counts[0] += count
+                counts[1] += batch["n_tokens"]
+                counts[2] += sum(len(ex) ** 2 for row in mb for ex in row)
+            sums = torch.cat([loss_sum_dev.reshape(1), torch.tensor(counts, dtype=torch.float64)
+                              .to(self.engine.device)])
+            loss_total, n_steps, n_tokens, sum_sq = self.comm.all_reduce(sums).tolist()
             step += 1
-            tokens_seen += int(sums[2])
+            tokens_seen += int(n_tokens)
+            flops_seen += step_flops(n_params, layers, hidden, int(n_tokens), int(sum_sq))
             lr = scheduler.get_last_lr()[0] if scheduler is not None else cfg.optim.lr
-            record = {"step": step, "loss": float(sums[0] / max(sums[1], 1)), "lr": lr,
-                      "tokens": int(sums[2]), "steps": int(sums[1]), "elapsed": round(time.time() - start, 3)}
+            record = {"step": step, "loss": loss_total / max(n_steps, 1), "lr": lr,
+                      "tokens": int(n_tokens), "steps": int(n_steps), "elapsed": round(time.time() - start, 3)}
+            if cuda:
+                record["peak_mem_mib"] = round(torch.cuda.max_memory_allocated(self.engine.device) / 2**20)
             grad_norm = self.engine.get_global_grad_norm() if grad_norm is None else grad_norm
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
@@ -236,39 +292,40 @@ class Trainer:
             if step == first_step + 1:
                 self.log(f"first optimizer step {time.time() - process_start():.1f} s after the process started")
             if step % max(cfg.log_every, 1) == 0 or step == total:
-                rate = tokens_seen / max(time.time() - start, 1e-9)
+                seconds = max(time.time() - start, 1e-9)
+                rate = tokens_seen / seconds
+                mfu = "n/a" if peak is None else f"{100 * flops_seen / (seconds * peak * self.world):.1f}%"
                 eta = (total - step) * (time.time() - start) / max(step - first_step, 1)
                 self.log(f"step {step}/{total}  loss {record['loss']:.4f}  lr {lr:.2e}  {rate:.0f} tok/s  "
-                         f"eta {eta:.0f}s")
+                         f"MFU {mfu}  eta {eta:.0f}s")
             if val_data and cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 self._validate(val_data, tokenizer, step, wandb_run)
             if self.rank == 0 and cfg.debug_signal_at_step and step == cfg.debug_signal_at_step:
                 os.kill(os.getpid(), signal.SIGTERM)
-            flag = torch.tensor([stop_signal()], dtype=torch.long)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            flag = self.comm.all_reduce(torch.tensor([stop_signal()], dtype=torch.long), op="max")
             if int(flag):
                 if last_saved != step:
-                    save_checkpoint(self.engine, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
+                    save_checkpoint(self.engine, self.comm, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
                 if self.rank == 0:
                     (self.out / "PREEMPTED").write_text(json.dumps({"step": step, "signal": int(flag)}) + "\n")
                 self.log(f"signal {int(flag)}: checkpoint at step {step} saved; rerun with --resume "
                          f"(exit {PREEMPTED_EXIT_CODE})")
-                dist.barrier()
+                self.comm.barrier()
                 if wandb_run is not None:
                     wandb_run.finish(exit_code=PREEMPTED_EXIT_CODE)
                 ignore_stop_signals()
                 return PREEMPTED_EXIT_CODE
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
-                save_checkpoint(self.engine, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
+                save_checkpoint(self.engine, self.comm, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
                 last_saved = step
 
         if val_data:
             self._validate(val_data, tokenizer, step, wandb_run)
-        save_checkpoint(self.engine, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
-        save_final(self.engine, self.out, self.rank, cfg.precision, tokenizer, peft_config)
+        save_checkpoint(self.engine, self.comm, self.ckpt_dir, step, cfg.save_total_limit, self.rank, self.log)
+        save_final(self.engine, self.comm, self.out, self.rank, cfg.precision, tokenizer, peft_config)
         if wandb_run is not None:
             wandb_run.finish()
-        dist.barrier()
+        self.comm.barrier()
         self.log(f"done: {step} steps in {time.time() - start:.1f}s; model in {self.out / 'final'}")
         return 0
 
@@ -288,7 +345,6 @@ class Trainer:
         """Every rank scores its share of the validation set (same number of forwards on every rank, as
         ZeRO-3 needs); the results are gathered and the metrics computed once."""
         import torch
-        import torch.distributed as dist
         from prm.train.data import collate
         from prm.train.losses import IGNORE_INDEX
 
@@ -311,8 +367,7 @@ class Trainer:
                 for r, i in enumerate(idx):
                     sel = batch["labels"][r] != IGNORE_INDEX
                     results.append((i, probs[r][sel].tolist()))
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, results)
+        gathered = self.comm.all_gather_object(results, self.world)
         merged = dict(item for part in gathered for item in part)
         order = sorted(merged)
         metrics = step_metrics([merged[i] for i in order], [val_data[i].labels for i in order], self.cfg.threshold)

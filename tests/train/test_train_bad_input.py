@@ -101,8 +101,8 @@ def test_trainer_revalidates_a_config_changed_in_code(tmp_path):
     ("[1, 2]", "expected a JSON object of DeepSpeed settings, got a list"),
     ('"zero2"', "expected a JSON object of DeepSpeed settings, got a str"),
     ("{not json", "invalid JSON"),
-    (None, "is neither zero2, zero3 nor a JSON file"),  # missing
-    ("dir", "is neither zero2, zero3 nor a JSON file"),
+    (None, "is neither zero2, zero3, zero3_offload nor a JSON file"),  # missing
+    ("dir", "is neither zero2, zero3, zero3_offload nor a JSON file"),
 ])
 def test_bad_deepspeed_file(tmp_path, content, match):
     path = tmp_path / "ds.json"
