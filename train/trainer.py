@@ -168,12 +168,13 @@ class Trainer:
         losses_path = self.out / "losses.jsonl"
         # Read now, so a corrupt losses file fails before any weight is touched or file written.
         old_losses = read_losses(losses_path) if self.resume and (self.ckpt_dir / "latest").exists() else []
-        self.rank, self.world, self.local_rank = init_distributed()
         if cfg.precision == "auto":
             from prm.models import default_device, native_bf16
 
             cfg = self.cfg = dataclasses.replace(cfg, precision="bf16" if native_bf16(default_device()) else "fp32")
-        ds_config = deepspeed_config(cfg, self.world, cuda=torch.cuda.is_available())
+        # Checked before any work (process group, data, weights): a DeepSpeed JSON this machine cannot run.
+        ds_config = deepspeed_config(cfg, int(os.environ.get("WORLD_SIZE", "1")), cuda=torch.cuda.is_available())
+        self.rank, self.world, self.local_rank = init_distributed()
         catch_stop_signals()
 
         # Data first: every record is validated before any weight is touched.
