@@ -116,7 +116,9 @@ def build_model(cfg: TrainConfig, attention: str = "sdpa", ds_config: dict[str, 
                                  lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.targets),
                                  modules_to_save=list(cfg.lora.modules_to_save))
         try:
-            model = get_peft_model(model, peft_config)
+            # Adapters in the weights' dtype (peft would make them fp32 beside bf16 weights, and ZeRO-3
+            # partitions each group as one buffer of one dtype).
+            model = get_peft_model(model, peft_config, autocast_adapter_dtype=False)
         except ValueError as exc:
             raise ConfigError(f"train.lora: {exc}") from None
     return model, tokenizer, peft_config
