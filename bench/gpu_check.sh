@@ -29,7 +29,6 @@ psutil==7.1.3 tenacity==9.1.2 setuptools==80.9.0"
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu_check/wheels .gpu_check/sdist
-    grep -qx '/.gpu_check/' .git/info/exclude 2>/dev/null || echo '/.gpu_check/' >> "$(git rev-parse --git-path info/exclude)"
     # shellcheck disable=SC2086
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
