@@ -60,7 +60,7 @@ def trl_worker(args: argparse.Namespace) -> int:
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
     sys.path.insert(0, str(REPO))
-    from prm.train.trainer import freeze_lower_layers
+    from prm.train.model_setup import freeze_lower_layers
 
     started = psutil.Process().create_time()
     tokenizer = AutoTokenizer.from_pretrained(args.model)

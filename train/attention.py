@@ -1,4 +1,4 @@
-"""Attention for packed rows on CPU: causal attention over each packed example, not over the whole row.
+"""Attention for packed rows without flash-attn: causal attention over each packed example, not over the whole row.
 
 A packed row holds several examples whose `position_ids` restart at 0. With sdpa, transformers turns the
 restarts into a block-diagonal (rows x L x L) mask and computes every one of the L x L scores, most of them
@@ -7,7 +7,8 @@ rows of ~200-token examples, about a tenth of the scores) and no mask is built. 
 attention (tests/train/test_train_data.py checks the logits against sdpa). A batch with an attention mask
 (padded rows, validation) goes to transformers' sdpa unchanged.
 
-Used by `prm train` for packed rows on CPU (prm.train.trainer.build_model); the saved model says "sdpa".
+Used by `prm train` (train.attention: segments, or auto where flash-attn's varlen kernel is not available and
+rows hold about two examples or more; prm.train.model_setup.build_model); the saved model says "sdpa".
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     position_ids = kwargs.get("position_ids")
+    # The trainer passes the segments' starts computed from the host copy of position_ids: reading them
+    # from a GPU tensor here would sync the device in every layer.
+    known = kwargs.pop("prm_segment_starts", None)
     if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
@@ -42,7 +46,9 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
     rows = []
-    for b, starts in enumerate(segment_starts(position_ids.expand(query.shape[0], -1))):
+    if known is None or len(known) != query.shape[0]:
+        known = segment_starts(position_ids.expand(query.shape[0], -1))
+    for b, starts in enumerate(known):
         bounds = [*starts, length]
         rows.append(torch.cat([
             F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],

@@ -66,6 +66,12 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", help="bf16 mixed precision, fp32, or auto: bf16 where the hardware runs it natively (a bf16 GPU, "
                      "a CPU with AVX-512 BF16 or AMX), else fp32 (emulated bf16 trains slower than fp32)")
+    attention: Literal["auto", "sdpa", "segments", "flash_attention_2"] = option(
+        "auto", help="packed rows' attention: auto = flash_attention_2 (flash-attn varlen) on a GPU with flash_attn "
+                     "installed and bf16, else segments (per-example sdpa, no mask) when rows hold ~2+ examples, "
+                     "else sdpa (transformers' sdpa with the row's block mask)")
+    peak_tflops: float = option(0.0, help="peak FLOP/s of one device in TFLOP/s, for the MFU in the log "
+                                          "(0 = by GPU name from a table; n/a on CPU)")
     trainable_layers: int = option(-1, help="train only the top N transformer blocks, the final norm and the "
                                             "head (0 = the head only, -1 = every weight); the frozen lower "
                                             "blocks keep no activations for backward, so a step is cheaper")
@@ -110,6 +116,7 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, ">= 0 (0 = only at the end)"),
             ("threshold", 0.0 <= self.threshold <= 1.0, "a probability in [0, 1]"),
             ("log_every", self.log_every >= 1, "at least 1"),
+            ("peak_tflops", fin(self.peak_tflops) and self.peak_tflops >= 0, ">= 0 (0 = from the GPU's name)"),
             ("debug_signal_at_step", self.debug_signal_at_step >= 0, ">= 0 (0 = off)"),
             ("lora.r", lo.r >= 1, "at least 1"),
             ("lora.alpha", lo.alpha > 0, "> 0"),

@@ -19,8 +19,13 @@ SOFT_LOSSES = ("soft", "soft_mse")
 
 
 def step_loss_sum(logits: Any, labels: Any, soft: Any | None = None, kind: LossKind = "hard",
-                  class_weights: list[float] | None = None) -> tuple[Any, int]:
+                  class_weights: list[float] | None = None, count: int | None = None,
+                  check_soft: bool = True) -> tuple[Any, int]:
     """logits (B, T, 2), labels (B, T) with -100 off markers, soft (B, T) values in [0, 1] at markers.
+
+    `count`: the labelled positions, when the caller knows them from the host copy of the labels (the
+    trainer does: no device sync); `check_soft=False` skips the NaN check of soft targets (a sync), for
+    data already checked when loaded.
 
     hard: -w[y] log p[y];  soft: -(w0 (1-v) log p0 + w1 v log p1);  soft_mse: (w0 (1-v) + w1 v) (p1 - v)^2.
     Returns (sum as a 0-dim tensor, count).
@@ -28,29 +33,32 @@ def step_loss_sum(logits: Any, labels: Any, soft: Any | None = None, kind: LossK
     import torch
 
     mask = labels != IGNORE_INDEX
-    count = int(mask.sum())
-    sel = logits[mask].float()  # (N, 2)
+    if count is None:
+        count = int(mask.sum())
     if count == 0:
         return logits.sum() * 0.0, 0
-    logp = torch.log_softmax(sel, dim=-1)
+    # Every position is scored and the unlabelled ones weighted 0: no boolean indexing, whose output size
+    # the host must read back (a device sync per micro-batch on a GPU).
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, L, 2)
+    keep = mask.to(logp.dtype)
     w = torch.tensor(class_weights or [1.0, 1.0], dtype=logp.dtype, device=logp.device)
     if kind == "hard":
-        y = labels[mask]
-        per = -logp.gather(1, y.unsqueeze(1)).squeeze(1) * w[y]
+        y = labels.clamp(min=0)
+        per = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1) * w[y]
     elif kind in SOFT_LOSSES:
         if soft is None:
             raise ValueError(f"{kind} loss needs soft targets")
-        v = soft[mask].to(logp.dtype)
-        if torch.isnan(v).any():
+        v = soft.to(logp.dtype)
+        if check_soft and torch.isnan(v[mask]).any():
             raise ValueError(f"{kind} loss: a labelled step has no soft target")
-        v = v.clamp(0.0, 1.0)
+        v = torch.where(mask, v, torch.zeros_like(v)).clamp(0.0, 1.0)
         if kind == "soft":
-            per = -(w[0] * (1.0 - v) * logp[:, 0] + w[1] * v * logp[:, 1])
+            per = -(w[0] * (1.0 - v) * logp[..., 0] + w[1] * v * logp[..., 1])
         else:
-            per = (w[0] * (1.0 - v) + w[1] * v) * (logp[:, 1].exp() - v) ** 2
+            per = (w[0] * (1.0 - v) + w[1] * v) * (logp[..., 1].exp() - v) ** 2
     else:
         raise ValueError(f"unknown loss {kind!r}: hard, soft or soft_mse")
-    return per.sum(), count
+    return (per * keep).sum(), count
 
 
 def step_loss(logits: Any, labels: Any, soft: Any | None = None, kind: LossKind = "hard",

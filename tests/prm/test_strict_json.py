@@ -146,7 +146,7 @@ def test_a_json_array_file_is_strict_too(tmp_path):
 ], ids=["duplicate key", "Infinity", "deep nesting"])
 def test_a_bad_deepspeed_config_is_one_config_error(tmp_path, content, message):
     from prm.train.config import TrainConfig
-    from prm.train.trainer import deepspeed_config
+    from prm.train.ds_config import deepspeed_config
 
     ds = tmp_path / "ds.json"
     ds.write_bytes(content)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from prm.train.checkpoints import read_losses
 from prm.train.config import TrainConfig
-from prm.train.trainer import deepspeed_config, read_losses
+from prm.train.ds_config import deepspeed_config
 
 from prm.app.cli import main
 from prm.config import load_section
@@ -100,8 +101,8 @@ def test_trainer_revalidates_a_config_changed_in_code(tmp_path):
     ("[1, 2]", "expected a JSON object of DeepSpeed settings, got a list"),
     ('"zero2"', "expected a JSON object of DeepSpeed settings, got a str"),
     ("{not json", "invalid JSON"),
-    (None, "is neither zero2, zero3 nor a JSON file"),  # missing
-    ("dir", "is neither zero2, zero3 nor a JSON file"),
+    (None, "is neither zero2, zero3, zero3_offload nor a JSON file"),  # missing
+    ("dir", "is neither zero2, zero3, zero3_offload nor a JSON file"),
 ])
 def test_bad_deepspeed_file(tmp_path, content, match):
     path = tmp_path / "ds.json"
@@ -168,3 +169,32 @@ def test_check_rejects_a_non_positive_max_length(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train-data", "check", str(data), "--max-length", "0"]) == 2
     assert "--max-length must be at least 1" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("settings, cuda, match", [
+    ({"fp16": {"enabled": True}}, False, "fp16.enabled needs a CUDA GPU"),
+    ({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, True, "fp16.enabled and bf16.enabled are both true"),
+    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "gpu7"}}}, True,
+     "zero_optimization.offload_optimizer.device must be one of none, cpu, nvme, got 'gpu7'"),
+    ({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/no/such/nvme"}}}, True,
+     "zero_optimization.offload_param.nvme_path '/no/such/nvme' is not an existing folder"),
+    ({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}}, True,
+     "zero_optimization.offload_param needs stage 3, got stage 2"),
+    ({"zero_optimization": {"stage": 5}}, False, "zero_optimization.stage must be 0, 1, 2 or 3, got 5"),
+    ({"zero_optimization": {"stage": "3"}}, False, "zero_optimization.stage must be 0, 1, 2 or 3, got '3'"),
+])
+def test_deepspeed_json_the_machine_cannot_run(tmp_path, settings, cuda, match):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", **settings}))
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={path}", "precision=fp32"])
+    with pytest.raises(ConfigError, match=f"ds.json: {match}"):
+        deepspeed_config(cfg, 1, cuda=cuda)
+
+
+def test_fp16_json_on_cpu_is_one_line_before_any_work(tmp_path, capsys):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "fp16": {"enabled": True}}))
+    out = tmp_path / "run"
+    assert main(["train", "--config", TINY, f"deepspeed={path}", f"output_dir={out}", "precision=fp32"]) == 2
+    assert "fp16.enabled needs a CUDA GPU" in _error_line(capsys)
+    assert not out.exists()

