@@ -35,11 +35,11 @@ from prm.generation.openai_backend import (
     parse_retry_after,
 )
 from prm.generation.transformers_backend import TransformersGenerator
-from prm.generation.vllm_backend import VLLM_MISSING, VLLMGenerator
+from prm.generation.vllm_backend import VLLM_DTYPES, VLLM_MISSING, VLLMGenerator, engine_kwargs, vllm_dtype
 
 __all__ = [
-    "CHOICE_FIELDS", "MAX_RETRY_AFTER_S", "RETRYABLE_STATUS", "VLLM_MISSING", "Choices", "Completion", "Generator",
+    "CHOICE_FIELDS", "MAX_RETRY_AFTER_S", "RETRYABLE_STATUS", "VLLM_DTYPES", "VLLM_MISSING", "Choices", "Completion", "Generator",
     "GeneratorConfig", "OpenAIGenerator", "Prompt", "SamplingConfig", "TransformersGenerator", "VLLMGenerator",
     "chat_request", "check_prompt", "check_sampling", "choice_request", "continuation_prompt", "derive_seed",
-    "encode_prompt", "fill_template", "make_generator", "parse_retry_after", "render_chat", "truncate_at_stop",
+    "encode_prompt", "engine_kwargs", "fill_template", "make_generator", "parse_retry_after", "render_chat", "truncate_at_stop", "vllm_dtype",
 ]

