@@ -46,7 +46,8 @@ class GeneratorConfig:
     choice_field: Literal["structured_outputs", "guided_choice", "response_format"] = option(
         "structured_outputs", help="openai + judge.constrain: the request field carrying the allowed verdicts: "
         "structured_outputs (vLLM >= 0.11), guided_choice (older vLLM), response_format (JSON schema: the OpenAI "
-        "API, SGLang, llama.cpp); a server that refuses it gets free text, said on stderr and counted")
+        "API, SGLang, llama.cpp); a server that refuses (any HTTP error) or ignores it gets free text, said on "
+        "stderr and counted, whichever the field; the stage goes on")
 
     def __post_init__(self) -> None:
         vllm_dtype(self.dtype)  # one name list for both local backends, checked before a model loads

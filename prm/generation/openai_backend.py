@@ -128,6 +128,7 @@ class OpenAIGenerator:
             raise ConfigError(f"choice_field must be one of {', '.join(CHOICE_FIELDS)}, got {choice_field!r}")
         self.choice_field = choice_field
         self._fallback_said = False
+        self._field_refused = False  # the server answered a constrained request with an HTTP error
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
         if max_concurrency < 1:
@@ -169,15 +170,16 @@ class OpenAIGenerator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any], retries: int | None = None) -> dict[str, Any]:
+        retries = self.retries if retries is None else retries
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1), wait=self._wait,
+            stop=tenacity.stop_after_attempt(retries + 1), wait=self._wait,
             retry=tenacity.retry_if_exception_type(_RetryableError), reraise=True,
         )
         try:
             return retrying(self._post_once, path, body)
         except _RetryableError as exc:
-            raise PrmError(f"{self.base_url}/{path}: giving up after {self.retries + 1} attempts: {exc}") from None
+            raise PrmError(f"{self.base_url}/{path}: giving up after {retries + 1} attempts: {exc}") from None
 
     def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}/{path}"
@@ -242,9 +244,11 @@ class OpenAIGenerator:
     def generate_choice(self, prompts: list[Prompt], sampling: SamplingConfig,
                         choices: Choices) -> list[list[Completion]]:
         """Free text (see `Choices`), then one request per sample that continues it with the allowed endings in
-        the request field `choice_field` names (see `choice_request`). A server that refuses the field (HTTP
-        400/404/422) or answers outside the endings leaves that vote as free text: the continuation without
-        the field, marked `constrained=False`, and said once on stderr."""
+        the request field `choice_field` names (see `choice_request`). Whichever the field, a server that refuses
+        it (any HTTP error status, after one retry; later votes then skip the field) or ignores it (answers
+        outside the endings) leaves that vote as free text: the continuation without the field, marked
+        `constrained=False`, parsed and counted as usual, and said once on stderr. The stage never fails for
+        it; a server that does not answer at all fails as it would for free text."""
         check_sampling(sampling)
         for i, p in enumerate(prompts):
             check_prompt(p, i)
@@ -258,21 +262,28 @@ class OpenAIGenerator:
             pi, k = job
             endings = choices.candidates(pi, free[pi][k].text)
             longest = max(len(e) for e in endings)  # characters bound tokens from above
-            path, body = choice_request(prompts[pi], free[pi][k].text, endings, self.model,
-                                        dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16, stop=None),
-                                        seeds[job], self.choice_field, self.extra_body)
-            try:
-                response = self._post(path, body)
-                ending = _choice_text(response, self.choice_field)
-                if ending in endings:
-                    return Choices.reply(free[pi][k], ending, _share_tokens(
-                        (response.get("usage") or {}).get("completion_tokens"), [ending])[0])
-                why = f"answered {ending!r}, not one of the allowed endings"
-            except PrmError as exc:
-                if not re.search(r"HTTP (400|404|422)\b", str(exc)):
-                    raise
-                why = f"refused the request field: {exc}"
-            self._say_fallback(why)
+            if not self._field_refused:
+                path, body = choice_request(prompts[pi], free[pi][k].text, endings, self.model,
+                                            dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16, stop=None),
+                                            seeds[job], self.choice_field, self.extra_body)
+                try:
+                    # One retry at most: a server that fails on the field (llama-cpp-python answers a JSON
+                    # schema it cannot compile with HTTP 500) would otherwise cost a full backoff per vote.
+                    response = self._post(path, body, retries=min(self.retries, 1))
+                    ending = _choice_text(response, self.choice_field)
+                    if ending in endings:
+                        return Choices.reply(free[pi][k], ending, _share_tokens(
+                            (response.get("usage") or {}).get("completion_tokens"), [ending])[0])
+                    self._say_fallback(f"answered {ending[:80]!r}, not one of the allowed endings (the server "
+                                       "ignores the field?)")
+                except PrmError as exc:
+                    # Any HTTP status is a refusal of the request as constrained; no response at all (timeouts,
+                    # connection errors) is not, and fails the stage as a free request would.
+                    if not re.search(r"HTTP [45]\d\d\b", str(exc)):
+                        raise
+                    with self._lock:
+                        self._field_refused = True  # later votes skip the field: it will not work this run
+                    self._say_fallback(f"refused the request field: {exc}")
             (text,) = self._one_prompt(continuation_prompt(prompts[pi], free[pi][k].text),
                                        dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16))
             return Completion(free[pi][k].text + text.text, free[pi][k].tokens + text.tokens, text.finish_reason)

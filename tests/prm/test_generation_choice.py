@@ -123,12 +123,13 @@ def test_free_part_is_cut_back_to_the_last_lead_and_endings_filtered(tiny_gen):
 class ChoiceServer:
     """A real HTTP server on 127.0.0.1 standing in for an OpenAI-compatible one with structured outputs. Free
     requests (stop at the lead) get free text; a constrained request must carry the allowed endings in the
-    field the test expects, and gets its last ending (`refuse`: HTTP 400 instead, as a server without the
-    field answers); a request without the field gets free text with a box."""
+    field the test expects, and gets its last ending (`refuse`: that HTTP status instead, as a server without
+    the field answers, 400, or llama-cpp-python on a schema it cannot compile, 500; "ignore": free text, as a
+    server that ignores the field answers); a request without the field gets free text with a box."""
 
     FREE = "Paragraph 0 is fine. "
 
-    def __init__(self, field: str, refuse: bool = False):
+    def __init__(self, field: str, refuse: int | str | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -143,9 +144,9 @@ class ChoiceServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.bodies.append(body)
                 constrained = any(k in body for k in CHOICE_FIELDS)
-                if constrained and refuse:
-                    return self._send(400, {"error": {"message": f"unknown field {field}"}})
-                if constrained:
+                if constrained and isinstance(refuse, int):
+                    return self._send(refuse, {"error": {"message": f"cannot use field {field}"}})
+                if constrained and refuse != "ignore":
                     text = server.choose(body, field)
                 elif body.get("stop") == ["\\boxed{"]:
                     text = server.FREE
@@ -204,13 +205,25 @@ def test_openai_choice_request_fields_against_local_server(field):
         assert all(c.constrained for c in row)
 
 
-def test_openai_server_without_the_field_falls_back_to_free_text(capsys):
-    with ChoiceServer("structured_outputs", refuse=True) as url, OpenAIGenerator(url, "judge", retries=0) as gen:
+@pytest.mark.parametrize("field", CHOICE_FIELDS)
+@pytest.mark.parametrize("refuse", [400, 500, "ignore"])
+def test_openai_server_without_the_field_falls_back_to_free_text(capsys, field, refuse):
+    """Every choice_field degrades alike, whether the server refuses it (4xx, 5xx) or ignores it."""
+    with ChoiceServer(field, refuse=refuse) as url, OpenAIGenerator(url, "judge", retries=0, max_concurrency=1,
+                                                                    choice_field=field) as gen:
         out = gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, seed=2), Choices(OPTIONS))
     assert [[c.text for c in row] for row in out] == [[ChoiceServer.FREE + "so \\boxed{1}"] * 2] * 2
     assert not any(c.constrained for row in out for c in row)
     err = capsys.readouterr().err
-    assert err.count("cannot constrain with structured_outputs") == 1 and "free text" in err
+    assert err.count(f"cannot constrain with {field}") == 1 and "free text" in err
+
+
+def test_openai_refused_field_is_not_asked_again():
+    server = ChoiceServer("structured_outputs", refuse=500)
+    with server as url, OpenAIGenerator(url, "judge", retries=3, max_concurrency=1) as gen:
+        gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, seed=2), Choices(OPTIONS))
+    constrained = [b for b in server.bodies if "structured_outputs" in b]
+    assert len(constrained) == 2  # the first vote's request and its one retry; the other three votes skip it
 
 
 def test_openai_choice_field_is_checked():
