@@ -293,9 +293,13 @@ def tiny_causal_lm(tokenizer_name: str = EMBEDDED_MODEL, seed: int = 0, **overri
     return model, tokenizer
 
 
-def save_tiny_causal_lm(path: str | Path, tokenizer_name: str = EMBEDDED_MODEL, seed: int = 0) -> str:
-    """Write a tiny random causal LM folder (model + tokenizer) that any `name` argument accepts."""
-    model, tokenizer = tiny_causal_lm(tokenizer_name, seed)
+def save_tiny_causal_lm(path: str | Path, tokenizer_name: str = EMBEDDED_MODEL, seed: int = 0,
+                        **overrides: Any) -> str:
+    """Write a tiny random causal LM folder (model + tokenizer) that any `name` argument accepts.
+
+    `overrides` change the config, e.g. `num_attention_heads=2, num_key_value_heads=1` for head_dim 32
+    (vLLM's CPU attention refuses the default head_dim 16)."""
+    model, tokenizer = tiny_causal_lm(tokenizer_name, seed, **overrides)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)

