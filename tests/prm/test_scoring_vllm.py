@@ -116,6 +116,14 @@ def test_unsupported_format_is_one_line_exit_2(fmt, tmp_path, checkpoints, capsy
     assert not out.exists()  # refused before anything is written, no fallback to transformers
 
 
+def test_vllm_missing_is_one_line_naming_the_install(monkeypatch, checkpoints):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError, as where it is absent
+    with pytest.raises(PrmError, match="needs vLLM: pip install vllm .* or use --backend transformers"):
+        load_scorer(checkpoints["ours"], device="cpu", backend="vllm")
+
+
 def test_unknown_backend_is_a_config_error(tmp_path, capsys):
     src = tmp_path / "s.jsonl"
     src.write_text("{}\n")
