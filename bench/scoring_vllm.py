@@ -1,7 +1,7 @@
 """Step scoring throughput: `prm score --backend vllm` (vLLM's pooling runner) against the transformers scorer.
 
     VLLM_CPU_KVCACHE_SPACE=1 python bench/scoring_vllm.py --out bench/results/scoring_vllm.json
-    python bench/scoring_vllm.py --models ours-smollm2 --solutions 256 --repeats 3
+    python bench/scoring_vllm.py --models ours-smollm2 --solutions 256 --repeats 3   # on a quiet machine
 
 Models: `ours-smollm2`, the embedded SmolLM2-135M-Instruct made into our PRM (`prm.prm_model.build_prm`, random
 head: speed only), and tiny random head_dim-32 checkpoints `ours-tiny` and `qwen_prm-tiny` (2 layers, hidden 64:
@@ -57,7 +57,7 @@ def checkpoint(name: str, root: Path) -> str:
 
 def timed(scorer: Any, problems: list[str], steps: list[list[str]], batch_size: int,
           repeats: int) -> tuple[float, list[list[float]], int]:
-    scorer.score(problems[: batch_size], steps[: batch_size], batch_size=batch_size)  # warm-up
+    scorer.score(problems[:2], steps[:2], batch_size=batch_size)  # warm-up (first-call allocations)
     best, scores = float("inf"), []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -94,9 +94,9 @@ def run_model(name: str, root: Path, args: argparse.Namespace) -> list[dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--solutions", type=int, default=128)
+    ap.add_argument("--solutions", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="transformers scorer's batch (vLLM batches itself)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--dtype", default="fp32", help="fp32 (CPU default of both backends) or bf16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/scoring_vllm.json")
