@@ -3,6 +3,7 @@
     prm score --model PATH -i solutions.jsonl -o scored.jsonl [--format auto] [--batch-size 8] [--device auto]
     prm score --model Qwen/Qwen2.5-Math-PRM-7B -i processbench_gsm8k.jsonl -o scored.jsonl --batch-size 16
     prm score --config configs/eval.yaml -i bon.jsonl -o scored_bon.jsonl batch_size=32
+    prm score --backend vllm --model PATH -i solutions.jsonl -o scored.jsonl   # vLLM's pooling runner
 
 The record type is read from the file's first record; every record is validated before anything is written.
 Each output record is the input record with `step_scores` (one probability per step) added: on the record
@@ -34,11 +35,15 @@ class ScoreConfig:
     max_tokens: int | None = option(None, help="also cap the padded tokens of a batch (long solutions)")
     device: str = option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     dtype: str = option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    backend: str = option("transformers", help="transformers (every format) or vllm (vLLM's pooling runner: "
+                                               "formats ours and qwen_prm; batch_size/max_tokens do not apply)")
     chunk: int = option(512, help="solutions scored between two writes to the output file")
 
     def __post_init__(self) -> None:  # value checks run wherever the section is built (see prm.stage)
-        from prm.scoring import SCORERS
+        from prm.scoring import BACKENDS, SCORERS
 
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"score.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.format != "auto" and self.format not in SCORERS:
             raise ConfigError(f"score.format must be auto or one of {', '.join(SCORERS)}, got {self.format!r}")
         for name in ("batch_size", "chunk", "max_tokens"):
@@ -56,6 +61,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
+    p.add_argument("--backend", default=None, help="transformers (default) or vllm")
     p.add_argument("--no-resume", action="store_true", help="overwrite the output instead of resuming it")
 
 
@@ -64,7 +70,7 @@ def _config(args: argparse.Namespace) -> ScoreConfig:
 
     cfg = load_section(ScoreConfig, "score", args.config, args.overrides)
     flags = {"model": args.model, "format": args.format, "batch_size": args.batch_size,
-             "max_tokens": args.max_tokens, "device": args.device, "dtype": args.dtype}
+             "max_tokens": args.max_tokens, "device": args.device, "dtype": args.dtype, "backend": args.backend}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if not cfg.model:
         raise PrmError("prm score needs --model (or score.model in the config)")
@@ -96,9 +102,7 @@ def _solutions(record: Any) -> list[tuple[str, list[str], dict[str, Any]]]:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from prm.jsonl import JsonlWriter, load_records, previous_ids
+    from prm.jsonl import load_records, previous_ids
     from prm.records import record_id
     from prm.scoring import load_scorer
 
@@ -111,7 +115,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print(f"{args.output}: all {len(records)} record(s) already scored")
         return 0
     # The model loads before the output opens: a bad model keeps an old output (even with --no-resume).
-    scorer = load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype)
+    scorer = load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype, backend=cfg.backend)
+    try:
+        return _score_into(args, cfg, scorer, records, todo, n_solutions)
+    finally:
+        scorer.close()  # the vLLM backend's engine processes stop here, not at interpreter exit
+
+
+def _score_into(args: argparse.Namespace, cfg: ScoreConfig, scorer: Any, records: list[Any], todo: list[Any],
+                n_solutions: int) -> int:
+    from tqdm import tqdm
+
+    from prm.jsonl import JsonlWriter
+
     writer = JsonlWriter(args.output, resume=not args.no_resume)
     print(f"scoring {n_solutions} solution(s) in {len(todo)} record(s) with {scorer.describe()}"
           + (f"; {len(records) - len(todo)} already in {args.output}" if len(todo) < len(records) else ""))

@@ -36,6 +36,9 @@ FORMATS = ("ours", "qwen_prm", "skywork", "math_shepherd", "rlhflow")  # the for
 QWEN_PRM_TAG = "<extra_0>"
 SHEPHERD_TAG = "ки"
 INIT_STD = 0.2
+HIDDEN = 64
+# 16 is the smallest and fastest; vLLM's CPU attention refuses head_dim 16, so its tests ask for 32.
+HEAD_DIMS = (16, 32)
 
 # The Llama 3.1 template's output for conversations without tools: a system header with the knowledge-date
 # lines, then one header + trimmed content + <|eot_id|> per message.
@@ -55,11 +58,18 @@ LLAMA31_TEMPLATE = (
 )
 
 
-def _tiny_params(vocab_size: int) -> dict[str, Any]:
+def _heads(head_dim: int) -> dict[str, int]:
+    """Attention heads of the hidden-64 model for `head_dim` (16: 4 heads over 2 KV heads; 32: 2 over 1)."""
+    if head_dim not in HEAD_DIMS:
+        raise PrmError(f"tiny checkpoints have head_dim {' or '.join(map(str, HEAD_DIMS))}, got {head_dim}")
+    heads = HIDDEN // head_dim
+    return {"num_attention_heads": heads, "num_key_value_heads": heads // 2}
+
+
+def _tiny_params(vocab_size: int, head_dim: int = 16) -> dict[str, Any]:
     return dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=False, initializer_range=INIT_STD,
+        vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=2,
+        max_position_embeddings=4096, tie_word_embeddings=False, initializer_range=INIT_STD, **_heads(head_dim),
     )
 
 
@@ -88,11 +98,11 @@ def _linear(rows: int, cols: int, gen: Any) -> tuple[Any, Any]:
     return torch.randn(rows, cols, generator=gen) * INIT_STD, torch.randn(rows, generator=gen) * INIT_STD
 
 
-def _qwen_prm(path: Path, tokenizer: Any, gen: Any) -> None:
+def _qwen_prm(path: Path, tokenizer: Any, gen: Any, head_dim: int) -> None:
     from transformers import Qwen2Config, Qwen2Model
 
     _add_special(tokenizer, [QWEN_PRM_TAG])
-    config = Qwen2Config(**_tiny_params(len(tokenizer)), num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(**_tiny_params(len(tokenizer), head_dim), num_labels=2, pad_token_id=tokenizer.pad_token_id)
     backbone = Qwen2Model(config)
     state = {f"model.{k}": v for k, v in backbone.state_dict().items()}
     h = config.hidden_size
@@ -107,42 +117,42 @@ def _qwen_prm(path: Path, tokenizer: Any, gen: Any) -> None:
     tokenizer.save_pretrained(path)
 
 
-def _causal_lm(path: Path, tokenizer: Any) -> None:
+def _causal_lm(path: Path, tokenizer: Any, head_dim: int) -> None:
     from transformers import AutoModelForCausalLM
 
     from prm.models import tiny_config
 
     config = tiny_config(len(tokenizer), initializer_range=INIT_STD, max_position_embeddings=4096,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+                         eos_token_id=tokenizer.eos_token_id, **_heads(head_dim))
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
 
-def _math_shepherd(path: Path, tokenizer: Any, gen: Any) -> None:
+def _math_shepherd(path: Path, tokenizer: Any, gen: Any, head_dim: int) -> None:
     from transformers import AddedToken
 
     tokenizer.add_tokens([AddedToken(SHEPHERD_TAG, normalized=False)])
     tokenizer.chat_template = None
-    _causal_lm(path, tokenizer)
+    _causal_lm(path, tokenizer, head_dim)
     template = path / "chat_template.jinja"
     if template.exists():
         template.unlink()
 
 
-def _rlhflow(path: Path, tokenizer: Any, gen: Any) -> None:
+def _rlhflow(path: Path, tokenizer: Any, gen: Any, head_dim: int) -> None:
     _add_special(tokenizer, ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
     tokenizer.bos_token = "<|begin_of_text|>"
     tokenizer.eos_token = "<|eot_id|>"
     tokenizer.chat_template = LLAMA31_TEMPLATE
-    _causal_lm(path, tokenizer)
+    _causal_lm(path, tokenizer, head_dim)
 
 
-def _skywork(path: Path, tokenizer: Any, gen: Any) -> None:
+def _skywork(path: Path, tokenizer: Any, gen: Any, head_dim: int) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(**_tiny_params(len(tokenizer)), pad_token_id=tokenizer.pad_token_id,
+    config = Qwen2Config(**_tiny_params(len(tokenizer), head_dim), pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = Qwen2ForCausalLM(config)
     state = dict(model.state_dict())
@@ -152,7 +162,7 @@ def _skywork(path: Path, tokenizer: Any, gen: Any) -> None:
     tokenizer.save_pretrained(path)
 
 
-def _ours(path: Path, tokenizer_name: str, seed: int) -> None:
+def _ours(path: Path, tokenizer_name: str, seed: int, head_dim: int) -> None:
     import tempfile
 
     import torch
@@ -160,7 +170,7 @@ def _ours(path: Path, tokenizer_name: str, seed: int) -> None:
     from prm.models import tiny_causal_lm
     from prm.prm_model import build_prm
 
-    backbone, tokenizer = tiny_causal_lm(tokenizer_name, seed, initializer_range=INIT_STD)
+    backbone, tokenizer = tiny_causal_lm(tokenizer_name, seed, initializer_range=INIT_STD, **_heads(head_dim))
     with tempfile.TemporaryDirectory() as tmp:
         backbone.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -171,22 +181,26 @@ def _ours(path: Path, tokenizer_name: str, seed: int) -> None:
 
 
 def make_tiny_checkpoint(format: str, path: str | Path, tokenizer_name: str = EMBEDDED_MODEL,  # noqa: A002
-                         seed: int = 0) -> str:
-    """Write a tiny random checkpoint folder in `format` (one of FORMATS) to `path`; returns the path."""
+                         seed: int = 0, head_dim: int = 16) -> str:
+    """Write a tiny random checkpoint folder in `format` (one of FORMATS) to `path`; returns the path.
+
+    `head_dim` 32 (2 attention heads over 1 KV head instead of 4 over 2) for vLLM, whose CPU attention
+    refuses head_dim 16."""
     import torch
 
+    _heads(head_dim)  # a bad head_dim fails before anything is written
     if format not in FORMATS:
         raise PrmError(f"unknown PRM format '{format}'; choose one of {', '.join(FORMATS)}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with quiet_transformers():
         if format == "ours":
-            _ours(path, tokenizer_name, seed)
+            _ours(path, tokenizer_name, seed, head_dim)
             return str(path)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed + 1)
         tokenizer = load_tokenizer(tokenizer_name)
         builders = {"qwen_prm": _qwen_prm, "math_shepherd": _math_shepherd, "rlhflow": _rlhflow,
                     "skywork": _skywork}
-        builders[format](path, tokenizer, gen)
+        builders[format](path, tokenizer, gen, head_dim)
     return str(path)

@@ -17,6 +17,8 @@ value-head weight `v_head.*`/`value_head.*` (skywork), then for a plain causal L
 template rlhflow. Adding a format: a module with its Scorer subclass and one line in SCORERS
 (docs/DESIGN.md, "Add a checkpoint format").
 Device "auto" is CUDA when present, else CPU; dtype "auto" is bf16 on CUDA, fp32 on CPU.
+`backend="vllm"` (prm/scoring/vllm_pool.py) runs `ours` and `qwen_prm` checkpoints on vLLM's pooling runner with
+the same token ids; other formats get one line naming the transformers backend.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from prm.scoring.qwen_prm import QwenPrmScorer
 from prm.scoring.rlhflow import RLHFlowScorer
 from prm.scoring.skywork import SkyworkScorer
 
-__all__ = ["SCORERS", "Encoded", "Scorer", "ScoreStats", "detect_format", "load_scorer", "plan_batches",
+__all__ = ["BACKENDS", "SCORERS", "Encoded", "Scorer", "ScoreStats", "detect_format", "load_scorer", "plan_batches",
            "reference_scores"]
 
 # Format name -> scorer class. The order is the order in which format="auto" asks each class's `claims`:
@@ -44,6 +46,10 @@ SCORERS: dict[str, type[Scorer]] = {
     "rlhflow": RLHFlowScorer,
 }
 
+# Scoring backends (`load_scorer(backend=...)`, `prm score --backend`): transformers runs every format;
+# vllm runs the formats vLLM's pooling runner can read (prm.scoring.vllm_pool.POOLED) and refuses the others.
+BACKENDS = ("transformers", "vllm")
+
 
 def detect_format(path: str, tokenizer: Any = None) -> str:
     """The PRM format of a checkpoint folder or hub id: the first format in SCORERS that claims it."""
@@ -55,16 +61,30 @@ def detect_format(path: str, tokenizer: Any = None) -> str:
                    f"pass --format, one of {', '.join(SCORERS)}")
 
 
-def load_scorer(path: str, format: str = "auto", device: str = "auto", dtype: str = "auto") -> Scorer:  # noqa: A002
-    """A scorer for the checkpoint at `path` (folder, hub id or the embedded model's name)."""
+def load_scorer(path: str, format: str = "auto", device: str = "auto", dtype: str = "auto",  # noqa: A002
+                backend: str = "transformers", engine_args: dict[str, Any] | None = None) -> Scorer:
+    """A scorer for the checkpoint at `path` (folder, hub id or the embedded model's name).
+
+    `backend` is one of BACKENDS: `transformers` (every format, prm/scoring/<format>.py) or `vllm` (vLLM's
+    pooling runner, prm/scoring/vllm_pool.py: formats `ours` and `qwen_prm`; `engine_args` go to `vllm.LLM`).
+    """
     from transformers import AutoTokenizer
 
     from prm.models import clear_load_errors, resolve_device, resolve_dtype, resolve_model
 
+    if backend not in BACKENDS:
+        raise PrmError(f"unknown scoring backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     path = resolve_model(path)
     if format != "auto" and format not in SCORERS:
         raise PrmError(f"unknown PRM format '{format}'; choose one of auto, {', '.join(SCORERS)}")
     device = resolve_device(device)
+    if backend == "vllm":
+        from prm.scoring.vllm_pool import VllmPoolScorer
+
+        with clear_load_errors(path):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        fmt = detect_format(path, tokenizer) if format == "auto" else format
+        return VllmPoolScorer.load_vllm(path, fmt, SCORERS[fmt], tokenizer, device, dtype, engine_args)
     if dtype == "auto" and device.startswith("cuda"):
         import torch
 

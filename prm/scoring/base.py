@@ -174,6 +174,19 @@ class Scorer:
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         raise NotImplementedError
 
+    def init_encoding(self, config: dict[str, Any]) -> None:
+        """Set what `encode` needs besides the tokenizer (tag ids, the marker), from config.json's dict."""
+
+    @classmethod
+    def encoder(cls, path: str, tokenizer: Any) -> Scorer:
+        """This format's `encode` without its weights: for an engine that runs the model itself (vLLM), so
+        both backends feed the model the same token ids. `score`/`reference_scores` need `load` instead."""
+        config = read_config(path)
+        scorer = cls.__new__(cls)  # no model: only the encoding state that `init_encoding` sets
+        Scorer.__init__(scorer, tokenizer, "cpu", None, config.get("max_position_embeddings"))
+        scorer.init_encoding(config)
+        return scorer
+
     def hidden_states(self, input_ids: Any, attention_mask: Any) -> Any:
         """Backbone forward over a padded batch: [batch, length, hidden] (the head is applied by `head`)."""
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -265,6 +278,9 @@ class Scorer:
 
     def describe(self) -> str:
         return f"{self.format} on {self.device} ({str(self.dtype).replace('torch.', '')})"
+
+    def close(self) -> None:
+        """Release what the scorer runs on beyond its weights (the vLLM backend's engine processes)."""
 
 
 def is_one_token(tokenizer: Any, probe: str, text: str) -> bool:

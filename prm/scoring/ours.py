@@ -29,6 +29,9 @@ class OursScorer(Scorer):
         self.classifier = head if head is not None else getattr(model, "classifier", None)
         if self.classifier is None:
             raise PrmError(f"{type(model).__name__}: no 'score' or 'classifier' head")
+        self.init_encoding(model.config.to_dict())
+
+    def init_encoding(self, config: dict[str, Any]) -> None:
         from prm.prm_model import encode_steps
 
         self._encode_steps = encode_steps
@@ -71,10 +74,13 @@ class OursTwoLayerScorer(TwoLayerHeadScorer):
 
     def __init__(self, backbone: Any, score_head: Any, tokenizer: Any, device: str, dtype: Any):
         super().__init__(backbone, score_head, tokenizer, device, dtype)
+        self.init_encoding(backbone.config.to_dict())
+
+    def init_encoding(self, config: dict[str, Any]) -> None:
         from prm.prm_model import encode_steps, marker_id
 
-        self.marker = getattr(backbone.config, "step_marker", None) or STEP_MARKER
-        marker_id(tokenizer, self.marker)  # a folder without its marker cannot be read
+        self.marker = config.get("step_marker") or STEP_MARKER
+        marker_id(self.tokenizer, self.marker)  # a folder without its marker cannot be read
         self._encode_steps = encode_steps
 
     def encode(self, problem: str, steps: list[str]) -> Encoded:

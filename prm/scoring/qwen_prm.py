@@ -24,7 +24,10 @@ class QwenPrmScorer(TwoLayerHeadScorer):
 
     def __init__(self, backbone: Any, score_head: Any, tokenizer: Any, device: str, dtype: Any):
         super().__init__(backbone, score_head, tokenizer, device, dtype)
-        ids = tokenizer(self.TAG, add_special_tokens=False)["input_ids"]
+        self.init_encoding({})
+
+    def init_encoding(self, config: dict[str, Any]) -> None:
+        ids = self.tokenizer(self.TAG, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise PrmError(f"{self.TAG} is not one token in this tokenizer ({ids}); not a Qwen2.5-Math-PRM checkpoint")
         self.tag_id = ids[0]
