@@ -240,9 +240,13 @@ def _account(states: list[_State], outs: list[list[Node]]) -> None:
 
 
 def _candidate(node: Node, policy: Policy, how: str) -> dict[str, Any]:
-    return {"steps": node.steps, "step_scores": node.scores or [], "step_tokens": node.step_tokens,
-            "tokens": node.tokens, "score": aggregate(node.scores or [], how), "finish": node.done,
-            "final_answer": policy.final_answer(node)}
+    out = {"steps": node.steps, "step_scores": node.scores or [], "step_tokens": node.step_tokens,
+           "tokens": node.tokens, "score": aggregate(node.scores or [], how), "finish": node.done,
+           "final_answer": policy.final_answer(node)}
+    truth = getattr(policy, "first_error", None)
+    if truth is not None:  # the simulated policy knows its first wrong step (None: every step right)
+        out["first_error"] = truth(node)
+    return out
 
 
 def _record(s: _State, policy: Policy, spec: SearchSpec) -> dict[str, Any]:
@@ -257,6 +261,8 @@ def _record(s: _State, policy: Policy, spec: SearchSpec) -> dict[str, Any]:
         "method": spec.method, "n": spec.n, "beam_width": spec.beam_width, "aggregation": spec.aggregation,
         "answer_mode": spec.answer, "policy": policy.name,
         "chosen": chosen, "correct": bool(chosen is not None and chosen["correct"]),
+        **({"error_free": bool(chosen is not None and chosen["first_error"] is None)}
+           if chosen is not None and "first_error" in chosen else {}),
         "candidates": cands, "generated_tokens": s.generated_tokens, "scored_tokens": s.scored_tokens,
         "nodes": s.nodes,
     }

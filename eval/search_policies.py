@@ -10,7 +10,8 @@ solution ("eos"), a step with an explicit final answer ("The answer is", \\boxed
 
 `SimulatedPolicy` writes the reference steps of testbed arithmetic problems (`meta.reference_steps`): each
 step is right with probability p, else one of its equations gets a wrong result that `prm.arithmetic.
-inject_error` carries into every later step (a step without an equation is always copied). Tokens: words
+inject_error` carries into every later step (a step without an equation is always copied; after the first
+error, steps only carry it). Tokens: words
 of the step plus one for the delimiter.
 """
 
@@ -175,7 +176,8 @@ class SimulatedPolicy:
         solution, first_error = nd.state
         k = len(nd.steps)
         rng = random.Random(f"{self.seed}|{nd.problem.id}|{uid}")
-        if rng.random() >= self.p:
+        # after the first error the solution only carries it: a second error could undo the first
+        if first_error is None and rng.random() >= self.p:
             bad = inject_error(solution, k, rng, context=nd.problem.problem)
             if bad is not None:
                 solution, first_error = bad, k if first_error is None else first_error
@@ -198,6 +200,9 @@ class SimulatedPolicy:
                 kids.append(nd)
             result.append(kids)
         return result
+
+    def first_error(self, node: Node) -> int | None:
+        return node.state[1]
 
     def final_answer(self, node: Node) -> str | None:
         from prm.arithmetic import final_answer_of
