@@ -11,7 +11,7 @@ Best-of-N run, `beam` and `dvts` run their own. Each run is a `prm search` outpu
 report.json, whose `rows` hold one row per (method, N): method, n, accuracy with a bootstrap interval,
 generated_tokens, scored_tokens, seconds (wall time of the run), and in the simulated mode `error_free` and the
 closed-form `expected` accuracy (bon and beam, aggregation last, answer argmax).
-Problems: `search.problems` (Problem JSONL), else made from the config's `problems:` section.
+Problems: `search.problems_file` (Problem JSONL), else made from the config's `problems:` section.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SearchExperimentConfig:
     """Section `search:` of a search experiment config (the search itself is section `prm_search:`)."""
 
     run_dir: str = option("runs/search", help="every output of the experiment goes here")
-    problems: str | None = option(None, help="Problem JSONL; None: made from the `problems:` section")
+    problems_file: str | None = option(None, help="Problem JSONL; None: made from the `problems:` section")
     budgets: list[int] = option([4, 8, 16], help="budgets N (beams, or samples for Best-of-N)")
     methods: list[str] = option(list(METHODS), help="bon, weighted, majority, beam, dvts")
     bootstrap: int = option(1000, help="bootstrap resamples of the problems for the intervals")
@@ -55,8 +55,8 @@ class SearchExperimentConfig:
 
 
 def _problems(exp: SearchExperimentConfig, config: str, overrides: list[str], rd: Path) -> str:
-    if exp.problems:
-        return exp.problems
+    if exp.problems_file:
+        return exp.problems_file
     from prm.data_synthesis.problems import ProblemsConfig, load_problems
     from prm.jsonl import write_atomic
 
