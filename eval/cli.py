@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from prm.eval import commands, scoring_cli
+from prm.eval import commands, scoring_cli, search
 
 from prm.stage import StageCommand
 
-COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, *commands.COMMANDS]
+COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, search.COMMAND, *commands.COMMANDS]

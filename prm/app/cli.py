@@ -93,6 +93,13 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search_experiment(args: argparse.Namespace) -> int:
+    from prm.app.search_experiment import run_search_experiment
+
+    run_search_experiment(args.config, args.overrides)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prm", description="Process reward model pipeline: data, annotation, training, evaluation.",
@@ -167,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("overrides", nargs="*", metavar="section.key=value",
                           help="e.g. ablation.seed=1 train.max_steps=120 mc.simulated.false_negative=0.3")
     ablation.set_defaults(func=_cmd_ablation)
+    search = experiment_sub.add_parser(
+        "search", help="Best-of-N, majority vote, beam search and DVTS at matched budgets N (resumable)")
+    search.add_argument("--config", required=True, help="search YAML (configs/search_simulated.yaml)")
+    search.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="e.g. search.budgets=[4,8] prm_search.beam_width=4 prm_search.simulated.p=0.6")
+    search.set_defaults(func=_cmd_search_experiment)
 
     return parser
 

@@ -27,9 +27,10 @@ def stage_commands() -> list[StageCommand]:
 
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass: `run`, `ablation` and every stage command's section."""
+    from prm.app.search_experiment import SearchExperimentConfig
     from prm.app.sections import AblationConfig, RunConfig
 
-    classes: dict[str, type] = {"run": RunConfig, "ablation": AblationConfig}
+    classes: dict[str, type] = {"run": RunConfig, "ablation": AblationConfig, "search": SearchExperimentConfig}
     for command in stage_commands():
         if command.section is None:
             continue
