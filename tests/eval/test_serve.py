@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,21 +38,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, *overrides: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`prm serve` in its own process; returns it and its URL once /health answers."""
-    port = port or free_port()
+def start_server(model: str, *overrides: str) -> tuple[subprocess.Popen, str]:
+    """`prm serve` in its own process (`wait_ready` waits for it)."""
+    port = free_port()
     env = {**os.environ, "PRM_TEST_KEY": KEY, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "prm", "serve", "--model", model, "--port", str(port),
                              "--device", "cpu", "--dtype", "fp32", "api_key_env=PRM_TEST_KEY", *overrides],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"prm serve exited {proc.returncode}:\n{proc.stdout.read()}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -79,7 +83,9 @@ def qwen(tmp_path_factory, tokenizer):
     path = make_tiny_checkpoint("qwen_prm", tmp_path_factory.mktemp("serve") / "qwen")
     proc, url = start_server(path, "max_items=16", "max_item_tokens=400", "max_body_bytes=65536",
                              "batch_size=4", "aggregate=min")
-    yield url, load_scorer(path, device="cpu", dtype="fp32"), path
+    offline = load_scorer(path, device="cpu", dtype="fp32")  # while the server starts
+    wait_ready(proc, url)
+    yield url, offline, path
     assert stop(proc) == 0
 
 
@@ -158,6 +164,19 @@ def test_pooling_vllm_prm_shape(qwen):
     assert post(url, "/pooling", {"input": "x", "task": "embed"}).status_code == 422
 
 
+def test_readme_verl_reward_function(qwen, monkeypatch):
+    """The verl `compute_score` in README.md, run as written against the server."""
+    url, scorer, _ = qwen
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = readme.split("```python\n# prm_reward.py\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("PRM_URL", url)
+    monkeypatch.setenv("PRM_API_KEY", KEY)
+    namespace: dict = {}
+    exec(compile(code, "prm_reward.py", "exec"), namespace)
+    got = namespace["compute_score"]("gsm8k", "\n\n".join(STEPS[0]), "14", {"question": PROBLEMS[0]})
+    assert abs(got - min(scorer.score(PROBLEMS[:1], STEPS[:1])[0])) <= 1e-5
+
+
 @pytest.mark.parametrize("send, status, param", [
     (dict(content=b'{"items": [', headers={**AUTH, "content-type": "application/json"}), 400, "body"),
     (dict(json={"items": [{"problem": 5, "steps": ["a"]}]}), 422, "items[0].problem"),
@@ -199,10 +218,13 @@ def test_client_hanging_up_does_not_disturb_others(qwen):
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
+@pytest.mark.slow  # its own server: 20-40 s on a loaded 2-core machine
 def test_sigterm_finishes_in_flight_then_exits_0(tmp_path, tokenizer):
     """Our own checkpoint format; one solution a forward pass so a 200-item request is still running at SIGTERM."""
     path = make_tiny_checkpoint("ours", tmp_path / "ours")
     proc, url = start_server(path, "batch_size=1", "max_items=256")
+    scorer = load_scorer(path, device="cpu", dtype="fp32")
+    wait_ready(proc, url)
     items = [{"problem": f"Problem {i}", "steps": [f"step {k} of {i}" for k in range(1 + i % 6)]} for i in range(200)]
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(reply=post(url, "/v1/score", {"items": items}),
@@ -216,7 +238,6 @@ def test_sigterm_finishes_in_flight_then_exits_0(tmp_path, tokenizer):
     assert rc == 0, proc.stdout.read()
     reply = box["reply"]
     assert reply.status_code == 200 and len(reply.json()["items"]) == 200
-    scorer = load_scorer(path, device="cpu", dtype="fp32")
     want = scorer.score([it["problem"] for it in items[:10]], [it["steps"] for it in items[:10]])
     assert all(close(g["step_scores"], w) for g, w in zip(reply.json()["items"], want, strict=False))
     assert box["at"] > signalled  # the reply came after the signal: it was in flight
