@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prm.eval.aggregate import aggregate
-from prm.eval.serve import ServeConfig
 from prm.eval.serve_batching import Batcher
 from prm.eval.serve_schema import (
     PoolingData,
@@ -116,8 +115,8 @@ async def _until_disconnected(request: Any) -> None:
         pass
 
 
-def create_app(scorer: Any, cfg: ServeConfig, api_key: str | None = None) -> Any:
-    """The FastAPI app serving `scorer` (a prm.scoring.Scorer) under the limits of `cfg`."""
+def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
+    """The FastAPI app serving `scorer` (a prm.scoring.Scorer) under the limits of `cfg` (a ServeConfig)."""
     name = cfg.served_model_name or str(cfg.model)
     names = {name, str(cfg.model)}
     how = "product" if cfg.aggregate == "prod" else cfg.aggregate

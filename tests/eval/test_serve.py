@@ -243,3 +243,28 @@ def test_sigterm_finishes_in_flight_then_exits_0(tmp_path, tokenizer):
     assert box["at"] > signalled  # the reply came after the signal: it was in flight
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+@pytest.mark.slow  # its own server
+def test_slurm_serve_script_prints_url_and_stops_cleanly(tmp_path, tokenizer):
+    """slurm/serve.sbatch run by bash as Slurm would run it (no Slurm here: the script reads no Slurm state
+    beyond SLURM_JOB_ID / SLURM_SUBMIT_DIR)."""
+    path = make_tiny_checkpoint("qwen_prm", tmp_path / "qwen")
+    port, url_file = free_port(), tmp_path / "prm.url"
+    env = {**os.environ, "PRM_PYTHON": sys.executable, "PRM_URL_FILE": str(url_file), "SLURM_JOB_ID": "7",
+           "PRM_SERVE_HOST": "127.0.0.1", "OMP_NUM_THREADS": "1", "PRM_API_KEY": ""}
+    script = Path(__file__).resolve().parents[2] / "slurm" / "serve.sbatch"
+    proc = subprocess.Popen(["bash", str(script), path, str(port), "--", "device=cpu", "dtype=fp32"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (url_file.exists() and url_file.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    url = url_file.read_text().strip()
+    assert url == f"http://127.0.0.1:{port}"
+    reply = httpx.post(f"{url}/v1/score", json={"items": [{"problem": PROBLEMS[1], "steps": STEPS[1]}]}, timeout=60)
+    assert reply.status_code == 200 and len(reply.json()["items"][0]["step_scores"]) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    out = proc.stdout.read()
+    assert f"PRM_URL={url}" in out and not url_file.exists()
