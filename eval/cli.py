@@ -1,9 +1,10 @@
-"""The evaluation stage's commands (`prm score`, `prm eval ...`); the app (prm/app/stages.py) reads this list."""
+"""The evaluation stage's commands (`prm score`, `prm serve`, `prm eval ...`); the app (prm/app/stages.py) reads
+this list."""
 
 from __future__ import annotations
 
-from prm.eval import commands, scoring_cli, search
+from prm.eval import commands, scoring_cli, search, serve
 
 from prm.stage import StageCommand
 
-COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, search.COMMAND, *commands.COMMANDS]
+COMMANDS: list[StageCommand] = [scoring_cli.COMMAND, search.COMMAND, serve.COMMAND, *commands.COMMANDS]

@@ -199,6 +199,11 @@ class Scorer:
         """The format's own procedure for the LAST of `steps`: one unbatched forward pass over the prefix."""
         raise NotImplementedError
 
+    def step_tag_id(self) -> int | None:
+        """The one token that closes every step in this format's text (vLLM's `step_tag_id`), or None when
+        steps are not marked by one token (then text cannot be scored as given, only as problem + steps)."""
+        return None
+
     # ---- shared -----------------------------------------------------------------------------------
     def encode_many(self, problems: list[str], steps: list[list[str]]) -> list[Encoded]:
         """Every solution encoded; a format whose layout allows it tokenizes all of them in one call."""

@@ -32,6 +32,9 @@ class MathShepherdScorer(CausalLMScorer):
         return (find_token(self.tokenizer, "x +", "+", "good token"),
                 find_token(self.tokenizer, "x -", "-", "bad token"))
 
+    def step_tag_id(self) -> int | None:
+        return self.tag_id
+
     def _text(self, problem: str, steps: list[str]) -> str:
         body = "\n".join(f"{s.replace(self.TAG, '')} {self.TAG}" for s in steps)
         return f"{problem.replace(self.TAG, '')} {body}"

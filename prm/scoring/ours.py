@@ -55,6 +55,11 @@ class OursScorer(Scorer):
         enc = self._encode_steps(self.tokenizer, problem, steps)
         return Encoded(list(enc.input_ids), list(enc.marker_positions))
 
+    def step_tag_id(self) -> int | None:
+        from prm.prm_model import marker_id
+
+        return marker_id(self.tokenizer, getattr(self.model.config, "step_marker", None) or STEP_MARKER)
+
     def head(self, hidden: Any) -> Any:
         return self.classifier(hidden).float().softmax(-1)[:, 1]
 
@@ -82,6 +87,11 @@ class OursTwoLayerScorer(TwoLayerHeadScorer):
         self.marker = config.get("step_marker") or STEP_MARKER
         marker_id(self.tokenizer, self.marker)  # a folder without its marker cannot be read
         self._encode_steps = encode_steps
+
+    def step_tag_id(self) -> int | None:
+        from prm.prm_model import marker_id
+
+        return marker_id(self.tokenizer, self.marker)
 
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         enc = self._encode_steps(self.tokenizer, problem, steps, marker=self.marker)

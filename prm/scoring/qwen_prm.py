@@ -43,6 +43,9 @@ class QwenPrmScorer(TwoLayerHeadScorer):
                     {"role": "assistant", "content": answer}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
 
+    def step_tag_id(self) -> int | None:
+        return self.tag_id
+
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         ids = self.tokenizer.encode(self._text(problem, steps))
         return Encoded(ids, [i for i, t in enumerate(ids) if t == self.tag_id])
