@@ -279,8 +279,23 @@ def _configure_vllm(path: Path) -> None:
     # In the temporary folder, not the output's (naming the log file must not create the output folder);
     # one file a process, removed by teardown().
     _vllm_config = Path(tempfile.gettempdir()) / f"{_VLLM_CONFIG_PREFIX}{os.getpid()}.json"
+    _remove_stale(_vllm_config.parent)
     _vllm_config.write_text(json.dumps(config))
     _set_env("VLLM_LOGGING_CONFIG_PATH", str(_vllm_config))
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove the vLLM configs of processes that are gone without their teardown (killed by SIGKILL)."""
+    for stale in folder.glob(f"{_VLLM_CONFIG_PREFIX}*.json"):
+        pid = stale.stem[len(_VLLM_CONFIG_PREFIX):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except OSError:  # alive, another user's
+            pass
 
 
 def file_handler(path: str) -> logging.Handler:
