@@ -23,9 +23,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PYTHON:-python3}
-GPU_CHECK_WHEELS="pydantic==2.12.5 pydantic_core==2.41.5 annotated_types==0.7.0 typing_inspection==0.4.2 \
-hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.1 msgpack==1.1.2 ninja==1.13.0 nvidia_ml_py==13.580.82 \
-psutil==7.1.3 tenacity==9.1.2 setuptools==80.9.0"
+GPU_CHECK_WHEELS="pydantic==2.13.4 pydantic_core==2.46.4 annotated_types==0.7.0 typing_inspection==0.4.2 \
+hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.2 msgpack==1.2.4 ninja==1.13.2 nvidia_ml_py \
+psutil==7.2.2 tenacity==9.2.1 setuptools==78.1.1"
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu_check/wheels .gpu_check/sdist
