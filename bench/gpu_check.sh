@@ -12,7 +12,8 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .gpu_check/wheels $GPU_CHECK_WHEELS
 #   python3 -m pip download --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
-#   python3 -m pip wheel --no-deps --no-build-isolation -w .gpu_check/wheels .gpu_check/sdist/deepspeed-*.tar.gz
+#   DS_BUILD_OPS=0 python3 -m pip wheel --no-deps --no-build-isolation -w .gpu_check/wheels \
+#       .gpu_check/sdist/deepspeed-*.tar.gz      # with setuptools >= 70.1 and wheel importable
 #
 # (deepspeed is a source distribution only; built with no ops (DS_BUILD_OPS=0) it is a pure-Python wheel,
 # and the GPU machine JIT-builds the ops it needs, e.g. cpu_adam for zero3_offload, which needs a compiler.)
@@ -34,8 +35,10 @@ if [[ "${1:-}" == "--prepare" ]]; then
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .gpu_check/wheels $GPU_CHECK_WHEELS
     "$PY" -m pip download -q --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
-    DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu_check/wheels \
-        .gpu_check/sdist/deepspeed-*.tar.gz
+    # deepspeed's setup.py imports torch, so it builds without isolation, with a setuptools that has bdist_wheel.
+    "$PY" -m pip install -q --target /tmp/prm-ds-build-tools "setuptools>=70.1" wheel
+    PYTHONPATH="/tmp/prm-ds-build-tools${PYTHONPATH:+:$PYTHONPATH}" DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps \
+        --no-build-isolation -w .gpu_check/wheels .gpu_check/sdist/deepspeed-*.tar.gz
     "$PY" - <<'PYEOF'
 from prm.models import EMBEDDED_MODEL, load_tokenizer
 load_tokenizer(EMBEDDED_MODEL).save_pretrained(".gpu_check/tokenizer")
