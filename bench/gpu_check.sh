@@ -12,7 +12,8 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .gpu_check/wheels $GPU_CHECK_WHEELS
 #   python3 -m pip download --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
-#   python3 -m pip wheel --no-deps --no-build-isolation -w .gpu_check/wheels .gpu_check/sdist/deepspeed-*.tar.gz
+#   DS_BUILD_OPS=0 python3 -m pip wheel --no-deps --no-build-isolation -w .gpu_check/wheels \
+#       .gpu_check/sdist/deepspeed-*.tar.gz      # with setuptools >= 70.1 and wheel importable
 #
 # (deepspeed is a source distribution only; built with no ops (DS_BUILD_OPS=0) it is a pure-Python wheel,
 # and the GPU machine JIT-builds the ops it needs, e.g. cpu_adam for zero3_offload, which needs a compiler.)
@@ -23,9 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PYTHON:-python3}
-GPU_CHECK_WHEELS="pydantic==2.12.5 pydantic_core==2.41.5 annotated_types==0.7.0 typing_inspection==0.4.2 \
-hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.1 msgpack==1.1.2 ninja==1.13.0 nvidia_ml_py==13.580.82 \
-psutil==7.1.3 tenacity==9.1.2 setuptools==80.9.0"
+GPU_CHECK_WHEELS="pydantic==2.13.4 pydantic_core==2.46.4 annotated_types==0.7.0 typing_inspection==0.4.2 \
+hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.2 msgpack==1.2.4 ninja==1.13.2 nvidia_ml_py \
+psutil==7.2.2 tenacity==9.2.1 setuptools==78.1.1"
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu_check/wheels .gpu_check/sdist
@@ -34,8 +35,10 @@ if [[ "${1:-}" == "--prepare" ]]; then
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .gpu_check/wheels $GPU_CHECK_WHEELS
     "$PY" -m pip download -q --no-deps --no-binary=:all: -d .gpu_check/sdist deepspeed==0.19.8
-    DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu_check/wheels \
-        .gpu_check/sdist/deepspeed-*.tar.gz
+    # deepspeed's setup.py imports torch, so it builds without isolation, with a setuptools that has bdist_wheel.
+    "$PY" -m pip install -q --target /tmp/prm-ds-build-tools "setuptools>=70.1" wheel
+    PYTHONPATH="/tmp/prm-ds-build-tools${PYTHONPATH:+:$PYTHONPATH}" DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps \
+        --no-build-isolation -w .gpu_check/wheels .gpu_check/sdist/deepspeed-*.tar.gz
     "$PY" - <<'PYEOF'
 from prm.models import EMBEDDED_MODEL, load_tokenizer
 load_tokenizer(EMBEDDED_MODEL).save_pretrained(".gpu_check/tokenizer")

@@ -5,10 +5,13 @@
     sbatch slurm/train.sbatch configs/train.yaml                                # nodes x GPUs, ZeRO-3, requeue
     prm train --config configs/train_tiny.yaml --resume                         # continue from the latest checkpoint
 
-A plain loop over `deepspeed.initialize` (ZeRO-2 or ZeRO-3 from configs/deepspeed/, "auto" values filled
-from TrainConfig; one process runs those presets without ZeRO, as it has nothing to shard), torch's fused
-AdamW, and DeepSpeed's JIT-built ops in a folder keyed by the torch and DeepSpeed versions (only the ops a run
-uses: one process builds none). The time from process start to the first optimizer step is printed.
+A plain loop over `deepspeed.initialize` (ZeRO-2 / ZeRO-3 from configs/deepspeed/, "auto" values filled from
+TrainConfig: prm.train.ds_config; one CPU process runs those presets without ZeRO, as it has nothing to
+shard), torch's fused AdamW (DeepSpeedCPUAdam for offloaded optimizer state), and DeepSpeed's JIT-built ops in
+a folder keyed by the torch and DeepSpeed versions (only the ops a run uses: one process builds none). The
+time from process start to the first optimizer step is printed, and each log line tokens/s and MFU
+(prm.train.throughput). The device is read once per optimizer step: the loss sum stays on it, the counts
+come from the host batch, and every collective goes through prm.train.collectives.
 The micro-batch stream is a pure function of (seed, epoch, step), so a resumed run reads exactly the
 batches the uninterrupted run would have read, and reproduces its losses.
 
@@ -17,7 +20,7 @@ accumulation and processes (see Trainer._loss_scale), so micro_batch_size, packi
 do not change the objective.
 
 Output dir: `losses.jsonl` (one line per optimizer step: step, loss, lr, tokens, steps, elapsed, grad_norm:
-the gradient norm before clipping),
+the gradient norm before clipping; peak_mem_mib on a GPU),
 `eval.jsonl` (validation metrics), `checkpoints/step_N` (DeepSpeed, with `latest`), `final/` (a plain
 Hugging Face AutoModelForTokenClassification + tokenizer with the marker; LoRA merged), `wandb/` when
 report_to=wandb. SIGTERM or SIGUSR1 (Slurm preemption) -> checkpoint at the end of the current step,

@@ -16,7 +16,7 @@ from tests.train.trainer_helpers import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_gpu_check_cpu_form(tmp_path, tiny_model_dir):
+def test_gpu_check_cpu_form(tmp_path):
     out = tmp_path / "gpu_check_cpu.json"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     res = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--cpu", "--steps", "4", "--out", str(out)],
@@ -28,4 +28,5 @@ def test_gpu_check_cpu_form(tmp_path, tiny_model_dir):
     assert result["resume_ok"] and result["resume_max_diff"] <= 1e-6
     assert result["score"]["ok"] and result["score"]["items"] == 16
     assert all(r["tok_s"] and r["tok_s"] > 0 and r["mfu"] == "n/a" for r in result["rows"])
+    assert result["rows"][-1]["max_loss_diff_vs_zero2"] < 1e-4  # the row mask and per-example sdpa agree
     assert "tokens/s" in res.stdout and "resume: losses equal to the uninterrupted zero2 run: True" in res.stdout
