@@ -263,8 +263,11 @@ class OpenAIGenerator:
             endings = choices.candidates(pi, free[pi][k].text)
             longest = max(len(e) for e in endings)  # characters bound tokens from above
             if not self._field_refused:
+                # A JSON-schema reply wraps the ending in {"verdict": "..."}, escapes its backslashes, and the
+                # grammar allows whitespace: more room than a bare choice.
+                room = longest + (64 if self.choice_field == "response_format" else 16)
                 path, body = choice_request(prompts[pi], free[pi][k].text, endings, self.model,
-                                            dataclasses.replace(sampling, n=1, max_new_tokens=longest + 16, stop=None),
+                                            dataclasses.replace(sampling, n=1, max_new_tokens=room, stop=None),
                                             seeds[job], self.choice_field, self.extra_body)
                 try:
                     # One retry at most: a server that fails on the field (llama-cpp-python answers a JSON

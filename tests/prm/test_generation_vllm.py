@@ -83,6 +83,17 @@ def test_sampling_n_counts_and_prefix_cache(vllm_gen):
         != texts(first)
 
 
+def test_many_long_seeded_prompts_in_one_call(vllm_gen):
+    """More prompt tokens than one engine step takes: with chunked prefill, vLLM on CPU crashed rewinding a
+    seeded request's generator ("CPU Generator does not use offset"); the CPU default turns it off."""
+    assert vllm_gen.engine.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+    budget = vllm_gen.engine.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    prompts = [f"{i}: " + "one two three four five six seven eight nine ten " * 80 for i in range(6)]
+    assert sum(len(vllm_gen.tokenizer.encode(p)) for p in prompts) > budget
+    out = vllm_gen.generate(prompts, SamplingConfig(n=2, max_new_tokens=3, temperature=1.0, seed=0))
+    assert [len(row) for row in out] == [2] * 6
+
+
 def test_chat_prompt_is_rendered_once_without_a_second_bos(vllm_gen):
     """A chat and its rendered text given raw are the same request: the same samples."""
     sampling = SamplingConfig(n=2, max_new_tokens=6, temperature=1.0, seed=1)
@@ -209,8 +220,10 @@ def test_engine_kwargs_name_vllm_dtypes_and_cpu_defaults(monkeypatch):
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     cpu = engine_kwargs("m", dtype="bf16", cpu=True)
     assert cpu["dtype"] == "bfloat16" and cpu["enforce_eager"] is True and cpu["kv_cache_memory_bytes"] == 2 << 30
+    assert cpu["enable_chunked_prefill"] is False
     gpu = engine_kwargs("m", dtype="fp16", cpu=False)
     assert gpu["dtype"] == "float16" and gpu["enforce_eager"] is False and "kv_cache_memory_bytes" not in gpu
+    assert "enable_chunked_prefill" not in gpu
     assert engine_kwargs("m", dtype="fp32", cpu=True, enforce_eager=False, kv_cache_gib=0.5)["enforce_eager"] is False
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # vLLM reads it itself
     assert "kv_cache_memory_bytes" not in engine_kwargs("m", cpu=True)
