@@ -8,11 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-
-from prm.app.cli import main
 from prm.eval.search import SearchConfig, SimulatedConfig, run_search
 from prm.eval.search_policies import words
 from prm.eval.search_theory import beam, bon, expected_accuracy
+
+from prm.app.cli import main
 from prm.jsonl import load_records, write_atomic
 from prm.records import Problem
 
@@ -129,6 +129,7 @@ def test_tiny_models_through_the_real_generation_path(chains, tmp_path, tiny_mod
     """A tiny random policy and PRM: one generate call per iteration for all beams of all problems."""
     from prm.eval.scoring_cli import ScoreConfig
     from prm.eval.search import build
+
     from prm.generation import GeneratorConfig
 
     problems = tmp_path / "p.jsonl"
@@ -152,8 +153,9 @@ def test_tiny_models_through_the_real_generation_path(chains, tmp_path, tiny_mod
 
 def test_a_scorer_that_cannot_score_prefixes_is_refused(tiny_prm):
     """An outcome-style reading (every step read at the last token) changes a step's score with later steps."""
-    from prm.errors import PrmError
     from prm.eval.search_scorers import PrmStepScorer
+
+    from prm.errors import PrmError
     from prm.scoring import Encoded, load_scorer
 
     scorer = load_scorer(tiny_prm, device="cpu")
