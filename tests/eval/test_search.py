@@ -193,3 +193,23 @@ def test_experiment_report(tmp_path, capsys):
     bad = main(["experiment", "search", "--config", str(ROOT / "configs/search_simulated.yaml"),
                 f"search.run_dir={tmp_path / 'bad'}", "search.budgets=[2]"])
     assert bad == 2 and "must not exceed" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("fmt", ["rlhflow", pytest.param("qwen_prm", marks=pytest.mark.slow),
+                                 pytest.param("skywork", marks=pytest.mark.slow),
+                                 pytest.param("math_shepherd", marks=pytest.mark.slow)])
+def test_every_scorer_format_guides_search_without_adapter_code(chains, tmp_path, fmt):
+    """A tiny checkpoint of each released format scores the search's prefixes through prm.scoring as is."""
+    from prm.eval.search_algo import SearchSpec, run_batch
+    from prm.eval.search_policies import SimulatedPolicy
+    from prm.eval.search_scorers import PrmStepScorer
+    from prm.scoring import load_scorer
+    from testkit.tiny_checkpoints import make_tiny_checkpoint
+
+    scorer = PrmStepScorer(load_scorer(make_tiny_checkpoint(fmt, tmp_path / fmt), device="cpu"))
+    scorer.check_prefixes()
+    problems = load_records(chains, Problem)[:2]
+    recs = run_batch(problems, SimulatedPolicy(0.5, 0), scorer, SearchSpec("beam", 4, 2))
+    for r in recs:
+        assert r["scored_tokens"] > 0 and len(r["candidates"]) == 4
+        assert all(len(c["step_scores"]) == len(c["steps"]) for c in r["candidates"])
