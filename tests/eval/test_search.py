@@ -203,6 +203,7 @@ def test_every_scorer_format_guides_search_without_adapter_code(chains, tmp_path
     from prm.eval.search_algo import SearchSpec, run_batch
     from prm.eval.search_policies import SimulatedPolicy
     from prm.eval.search_scorers import PrmStepScorer
+
     from prm.scoring import load_scorer
     from testkit.tiny_checkpoints import make_tiny_checkpoint
 
@@ -213,3 +214,69 @@ def test_every_scorer_format_guides_search_without_adapter_code(chains, tmp_path
     for r in recs:
         assert r["scored_tokens"] > 0 and len(r["candidates"]) == 4
         assert all(len(c["step_scores"]) == len(c["steps"]) for c in r["candidates"])
+
+
+class _CompletionsServer:
+    """A real OpenAI-compatible /v1/completions server on 127.0.0.1, answering with a tiny transformers model."""
+
+    def __init__(self, generator):
+        import http.server
+        import threading
+
+        from prm.generation import SamplingConfig
+
+        outer = self
+        self.bodies: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.bodies.append(body)
+                sampling = SamplingConfig(n=body["n"], max_new_tokens=body["max_tokens"], temperature=body["temperature"],
+                                          top_p=body["top_p"], seed=body["seed"], stop=body.get("stop"))
+                outs = generator.generate([body["prompt"]], sampling)[0]
+                payload = json.dumps({"choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason}
+                                                  for i, c in enumerate(outs)],
+                                      "usage": {"completion_tokens": sum(c.tokens for c in outs)}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_compatible_policy_with_stop_strings(chains, tmp_path, tiny_model_dir, tiny_prm):
+    """The search's policy over HTTP: raw-text continuations on /v1/completions, the delimiter as `stop`."""
+    from prm.eval.scoring_cli import ScoreConfig
+    from prm.eval.search import build
+
+    from prm.generation import GeneratorConfig, TransformersGenerator
+
+    server = _CompletionsServer(TransformersGenerator(tiny_model_dir, device="cpu"))
+    try:
+        problems = tmp_path / "p.jsonl"
+        write_atomic(problems, load_records(chains, Problem)[:2])
+        cfg = SearchConfig(method="beam", n=4, beam_width=2, prm=ScoreConfig(model=tiny_prm),
+                           generator=GeneratorConfig(backend="openai", base_url=server.url, model="tiny"),
+                           chat_template_model=tiny_model_dir, delimiter="\n", max_steps=2, step_tokens=5,
+                           max_tokens=10, input=str(problems), output=str(tmp_path / "o.jsonl"))
+        stats = run_search(cfg, built=build(cfg, []))
+    finally:
+        server.close()
+    assert stats["written"] == 2 and all(b["stop"] == ["\n"] for b in server.bodies)
+    assert all(b["prompt"].startswith("<|im_start|>") for b in server.bodies)  # the chat rendered, then continued
+    assert len(server.bodies) == 2 + 2 * 2  # one request per prompt: 2 roots (n=4), then 2 kept beams each (n=2)
+    recs = _records(tmp_path / "o.jsonl")
+    assert all(len(r["candidates"]) == 4 and r["generated_tokens"] > 0 for r in recs)
