@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prm.config import option
-from prm.errors import ConfigError, PrmError
 from prm.eval.scoring_cli import ScoreConfig
 from prm.eval.search_algo import SearchSpec, check_spec, run_batch
+
+from prm.config import option
+from prm.errors import ConfigError, PrmError
 from prm.generation import GeneratorConfig
 from prm.stage import StageCommand
 

@@ -21,8 +21,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from prm.errors import InputError
 from prm.eval.search_algo import Node
+
+from prm.errors import InputError
 from prm.generation import Generator, SamplingConfig, fill_template, render_chat
 from prm.records import Problem
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from prm.errors import PrmError
 from prm.eval.search_algo import Node
 from prm.eval.search_policies import words
+
+from prm.errors import PrmError
 
 PROBE = ("Compute 1 + 2 + 3.", ["1 + 2 = 3", "3 + 3 = 6", "The answer is 6."])
 
@@ -42,7 +43,8 @@ class PrmStepScorer:
             (full, part), _ = self._run([problem, problem], [steps, steps[:2]])
         except PrmError as exc:
             raise PrmError(f"{self.name} cannot score prefixes: {exc}") from None
-        if len(full) != len(steps) or len(part) != 2 or any(abs(a - b) > 1e-3 for a, b in zip(full, part)):
+        if len(full) != len(steps) or len(part) != 2 or \
+                any(abs(a - b) > 1e-3 for a, b in zip(full[:2], part, strict=True)):
             raise PrmError(f"{self.name} cannot score prefixes: a step's score changes when later steps are "
                            f"appended ({[round(x, 4) for x in part]} vs {[round(x, 4) for x in full[:2]]})")
 

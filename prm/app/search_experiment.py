@@ -21,37 +21,11 @@ import json
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prm.config import load_section, option
-from prm.errors import ConfigError
-
-METHODS = ("bon", "weighted", "majority", "beam", "dvts")
-
-
-@dataclass
-class SearchExperimentConfig:
-    """Section `search:` of a search experiment config (the search itself is section `prm_search:`)."""
-
-    run_dir: str = option("runs/search", help="every output of the experiment goes here")
-    problems_file: str | None = option(None, help="Problem JSONL; None: made from the `problems:` section")
-    budgets: list[int] = option([4, 8, 16], help="budgets N (beams, or samples for Best-of-N)")
-    methods: list[str] = option(list(METHODS), help="bon, weighted, majority, beam, dvts")
-    bootstrap: int = option(1000, help="bootstrap resamples of the problems for the intervals")
-    confidence: float = option(0.95, help="bootstrap interval level")
-    seed: int = option(0, help="bootstrap seed")
-
-    def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ConfigError(f"search.methods: unknown method {bad[0] if bad else '(none)'}; methods: "
-                              f"{', '.join(METHODS)}")
-        if not self.budgets or any(n < 1 for n in self.budgets):
-            raise ConfigError(f"search.budgets must be a non-empty list of positive integers, got {self.budgets}")
-        if not 0.0 < self.confidence < 1.0:
-            raise ConfigError(f"search.confidence must be in (0, 1), got {self.confidence}")
+from prm.app.sections import SearchExperimentConfig
+from prm.config import load_section
 
 
 def _problems(exp: SearchExperimentConfig, config: str, overrides: list[str], rd: Path) -> str:

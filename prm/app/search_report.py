@@ -28,7 +28,7 @@ def markdown(rows: list[dict[str, Any]], exp: Any, base: Any) -> str:
     what = (f"simulated policy p={base.simulated.p}, {base.simulated.prm} PRM"
             + (f" (accuracy {base.simulated.accuracy})" if base.simulated.prm == "noisy" else "")
             if base.mode == "simulated" else f"policy {base.generator.model}, PRM {base.prm.model}")
-    lines = [f"# PRM-guided search at matched budgets", "",
+    lines = ["# PRM-guided search at matched budgets", "",
              f"{what}; beam width M={base.beam_width}, aggregation {base.aggregation}; "
              f"{rows[0]['problems'] if rows else 0} problems; {int(exp.confidence * 100)}% bootstrap intervals "
              f"({exp.bootstrap} resamples). bon/weighted/majority share one Best-of-N run (same tokens, one wall time).",

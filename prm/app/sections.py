@@ -1,5 +1,5 @@
-"""The app's own config sections: `run:` (`prm run`) and `ablation:` (`prm experiment ablation`). Apart from the
-commands that run them so `prm config get` and `prm run`'s up-front check (prm/app/stages.py) read every
+"""The app's own config sections: `run:` (`prm run`), `ablation:` (`prm experiment ablation`) and `search:`
+(`prm experiment search`). Apart from the commands that run them so `prm config get` and `prm run`'s up-front check (prm/app/stages.py) read every
 section without importing the commands themselves.
 """
 
@@ -92,3 +92,29 @@ class AblationConfig:
             raise ConfigError("ablation.error_rate + ablation.flawed_correct_rate must be at most 1")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"ablation.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+
+
+SEARCH_METHODS = ("bon", "weighted", "majority", "beam", "dvts")
+
+
+@dataclass
+class SearchExperimentConfig:
+    """Section `search:` of a search experiment config (the search itself is section `prm_search:`)."""
+
+    run_dir: str = option("runs/search", help="every output of the experiment goes here")
+    problems_file: str | None = option(None, help="Problem JSONL; None: made from the `problems:` section")
+    budgets: list[int] = option([4, 8, 16], help="budgets N (beams, or samples for Best-of-N)")
+    methods: list[str] = option(list(SEARCH_METHODS), help="bon, weighted, majority, beam, dvts")
+    bootstrap: int = option(1000, help="bootstrap resamples of the problems for the intervals")
+    confidence: float = option(0.95, help="bootstrap interval level")
+    seed: int = option(0, help="bootstrap seed")
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in SEARCH_METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"search.methods: unknown method {bad[0] if bad else '(none)'}; methods: "
+                              f"{', '.join(SEARCH_METHODS)}")
+        if not self.budgets or any(n < 1 for n in self.budgets):
+            raise ConfigError(f"search.budgets must be a non-empty list of positive integers, got {self.budgets}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"search.confidence must be in (0, 1), got {self.confidence}")

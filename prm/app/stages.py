@@ -27,8 +27,7 @@ def stage_commands() -> list[StageCommand]:
 
 def section_classes() -> dict[str, type]:
     """Section name -> config dataclass: `run`, `ablation` and every stage command's section."""
-    from prm.app.search_experiment import SearchExperimentConfig
-    from prm.app.sections import AblationConfig, RunConfig
+    from prm.app.sections import AblationConfig, RunConfig, SearchExperimentConfig
 
     classes: dict[str, type] = {"run": RunConfig, "ablation": AblationConfig, "search": SearchExperimentConfig}
     for command in stage_commands():

@@ -8,11 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-
-from prm.app.cli import main
 from prm.eval.search import SearchConfig, SimulatedConfig, run_search
 from prm.eval.search_policies import words
 from prm.eval.search_theory import beam, bon, expected_accuracy
+
+from prm.app.cli import main
 from prm.jsonl import load_records, write_atomic
 from prm.records import Problem
 
@@ -129,6 +129,7 @@ def test_tiny_models_through_the_real_generation_path(chains, tmp_path, tiny_mod
     """A tiny random policy and PRM: one generate call per iteration for all beams of all problems."""
     from prm.eval.scoring_cli import ScoreConfig
     from prm.eval.search import build
+
     from prm.generation import GeneratorConfig
 
     problems = tmp_path / "p.jsonl"
@@ -152,8 +153,9 @@ def test_tiny_models_through_the_real_generation_path(chains, tmp_path, tiny_mod
 
 def test_a_scorer_that_cannot_score_prefixes_is_refused(tiny_prm):
     """An outcome-style reading (every step read at the last token) changes a step's score with later steps."""
-    from prm.errors import PrmError
     from prm.eval.search_scorers import PrmStepScorer
+
+    from prm.errors import PrmError
     from prm.scoring import Encoded, load_scorer
 
     scorer = load_scorer(tiny_prm, device="cpu")
@@ -191,3 +193,90 @@ def test_experiment_report(tmp_path, capsys):
     bad = main(["experiment", "search", "--config", str(ROOT / "configs/search_simulated.yaml"),
                 f"search.run_dir={tmp_path / 'bad'}", "search.budgets=[2]"])
     assert bad == 2 and "must not exceed" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("fmt", ["rlhflow", pytest.param("qwen_prm", marks=pytest.mark.slow),
+                                 pytest.param("skywork", marks=pytest.mark.slow),
+                                 pytest.param("math_shepherd", marks=pytest.mark.slow)])
+def test_every_scorer_format_guides_search_without_adapter_code(chains, tmp_path, fmt):
+    """A tiny checkpoint of each released format scores the search's prefixes through prm.scoring as is."""
+    from prm.eval.search_algo import SearchSpec, run_batch
+    from prm.eval.search_policies import SimulatedPolicy
+    from prm.eval.search_scorers import PrmStepScorer
+
+    from prm.scoring import load_scorer
+    from testkit.tiny_checkpoints import make_tiny_checkpoint
+
+    scorer = PrmStepScorer(load_scorer(make_tiny_checkpoint(fmt, tmp_path / fmt), device="cpu"))
+    scorer.check_prefixes()
+    problems = load_records(chains, Problem)[:2]
+    recs = run_batch(problems, SimulatedPolicy(0.5, 0), scorer, SearchSpec("beam", 4, 2))
+    for r in recs:
+        assert r["scored_tokens"] > 0 and len(r["candidates"]) == 4
+        assert all(len(c["step_scores"]) == len(c["steps"]) for c in r["candidates"])
+
+
+class _CompletionsServer:
+    """A real OpenAI-compatible /v1/completions server on 127.0.0.1, answering with a tiny transformers model."""
+
+    def __init__(self, generator):
+        import http.server
+        import threading
+
+        from prm.generation import SamplingConfig
+
+        outer = self
+        self.bodies: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.bodies.append(body)
+                sampling = SamplingConfig(n=body["n"], max_new_tokens=body["max_tokens"], temperature=body["temperature"],
+                                          top_p=body["top_p"], seed=body["seed"], stop=body.get("stop"))
+                outs = generator.generate([body["prompt"]], sampling)[0]
+                payload = json.dumps({"choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason}
+                                                  for i, c in enumerate(outs)],
+                                      "usage": {"completion_tokens": sum(c.tokens for c in outs)}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_compatible_policy_with_stop_strings(chains, tmp_path, tiny_model_dir, tiny_prm):
+    """The search's policy over HTTP: raw-text continuations on /v1/completions, the delimiter as `stop`."""
+    from prm.eval.scoring_cli import ScoreConfig
+    from prm.eval.search import build
+
+    from prm.generation import GeneratorConfig, TransformersGenerator
+
+    server = _CompletionsServer(TransformersGenerator(tiny_model_dir, device="cpu"))
+    try:
+        problems = tmp_path / "p.jsonl"
+        write_atomic(problems, load_records(chains, Problem)[:2])
+        cfg = SearchConfig(method="beam", n=4, beam_width=2, prm=ScoreConfig(model=tiny_prm),
+                           generator=GeneratorConfig(backend="openai", base_url=server.url, model="tiny"),
+                           chat_template_model=tiny_model_dir, delimiter="\n", max_steps=2, step_tokens=5,
+                           max_tokens=10, input=str(problems), output=str(tmp_path / "o.jsonl"))
+        stats = run_search(cfg, built=build(cfg, []))
+    finally:
+        server.close()
+    assert stats["written"] == 2 and all(b["stop"] == ["\n"] for b in server.bodies)
+    assert all(b["prompt"].startswith("<|im_start|>") for b in server.bodies)  # the chat rendered, then continued
+    assert len(server.bodies) == 2 + 2 * 2  # one request per prompt: 2 roots (n=4), then 2 kept beams each (n=2)
+    recs = _records(tmp_path / "o.jsonl")
+    assert all(len(r["candidates"]) == 4 and r["generated_tokens"] > 0 for r in recs)
