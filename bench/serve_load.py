@@ -1,7 +1,7 @@
 """Load on `prm serve` (127.0.0.1 only): solutions/s and latency at concurrency 1, 8, 32, 64 against the offline
 scorer on the same solutions, then an optional soak that samples the server's memory.
 
-    python bench/serve_load.py --out bench/results/serve_load.json                  # SmolLM2-135M as a PRM
+    python bench/serve_load.py --out bench/results/serve_load_smollm2.json          # SmolLM2-135M as a PRM
     python bench/serve_load.py --model tiny --requests 128 --soak 300               # tiny random qwen_prm
     python bench/serve_load.py --model runs/quickstart/prm --concurrency 1 8
 
