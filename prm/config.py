@@ -259,7 +259,7 @@ def load_section(cls: type[C], section: str, path: str | Path | None, overrides:
 
 # Top-level section names used by configs/*.yaml; an override naming one of them is routed to it.
 _KNOWN_SECTIONS = {"run", "ablation", "problems", "sample", "mc", "judge", "consensus", "train", "eval", "score",
-                   "search", "prm_search"}
+                   "search", "prm_search", "serve"}
 
 
 def to_dict(config: Any) -> dict[str, Any]:
