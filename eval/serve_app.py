@@ -123,7 +123,7 @@ def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
     max_item_tokens = cfg.max_item_tokens or scorer.max_positions or 32768
     tag = scorer.step_tag_id()
     vocab = len(scorer.tokenizer)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"in_flight": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202
@@ -176,7 +176,11 @@ def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
         """Scores through the batcher; a client that hangs up leaves the queue without disturbing others."""
         scoring = asyncio.ensure_future(state["batcher"].score(encoded))
         watch = asyncio.ensure_future(_until_disconnected(request))
-        await asyncio.wait({scoring, watch}, return_when=asyncio.FIRST_COMPLETED)
+        state["in_flight"] += 1
+        try:
+            await asyncio.wait({scoring, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            state["in_flight"] -= 1
         watch.cancel()
         if not scoring.done():
             scoring.cancel()
@@ -193,7 +197,7 @@ def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
     async def health() -> dict[str, Any]:
         batcher = state["batcher"]
         return {"status": "ok", "model": name, "format": scorer.format, "scorer": scorer.describe(),
-                "queued_solutions": batcher.queued(), "aggregate": how, "split": cfg.split,
+                "in_flight_requests": state["in_flight"], "queued_solutions": batcher.queued(), "aggregate": how, "split": cfg.split,
                 "batching": {"rounds": batcher.stats.rounds, "solutions": batcher.stats.solutions,
                              "forward_passes": batcher.stats.forward_passes,
                              "largest_round": batcher.stats.largest_round}}

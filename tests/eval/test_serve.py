@@ -91,7 +91,8 @@ def qwen(tmp_path_factory, tokenizer):
 
 def post(url: str, path: str, body, **kw) -> httpx.Response:
     kw.setdefault("headers", AUTH)
-    return httpx.post(f"{url}{path}", json=body, timeout=60, **kw)
+    kw.setdefault("timeout", 60)
+    return httpx.post(f"{url}{path}", json=body, **kw)
 
 
 def close(a: list[float], b: list[float]) -> bool:
@@ -220,27 +221,38 @@ def test_client_hanging_up_does_not_disturb_others(qwen):
 
 @pytest.mark.slow  # its own server: 20-40 s on a loaded 2-core machine
 def test_sigterm_finishes_in_flight_then_exits_0(tmp_path, tokenizer):
-    """Our own checkpoint format; one solution a forward pass so a 200-item request is still running at SIGTERM."""
+    """Our own checkpoint format; one solution a forward pass, four 256-item requests at once, so requests are
+    still in flight when SIGTERM arrives (seen on /health first, not guessed with a sleep)."""
     path = make_tiny_checkpoint("ours", tmp_path / "ours")
     proc, url = start_server(path, "batch_size=1", "max_items=256")
     scorer = load_scorer(path, device="cpu", dtype="fp32")
     wait_ready(proc, url)
-    items = [{"problem": f"Problem {i}", "steps": [f"step {k} of {i}" for k in range(1 + i % 6)]} for i in range(200)]
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(reply=post(url, "/v1/score", {"items": items}),
-                                                        at=time.monotonic()))
-    thread.start()
-    time.sleep(0.3)
+    words = " ".join(f"w{k}" for k in range(40))
+    items = [{"problem": f"Problem {i}", "steps": [f"step {k} of {i}: {words}" for k in range(1 + i % 6)]}
+             for i in range(256)]
+    replies: list[tuple[httpx.Response, float]] = []
+
+    def send() -> None:
+        reply = post(url, "/v1/score", {"items": items}, timeout=300)
+        replies.append((reply, time.monotonic()))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health", timeout=5).json()["in_flight_requests"] < 1:
+        assert time.monotonic() < deadline and not replies, "no request was seen in flight"
+        time.sleep(0.01)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    thread.join(120)
+    for t in threads:
+        t.join(300)
     rc = stop(proc)
     assert rc == 0, proc.stdout.read()
-    reply = box["reply"]
-    assert reply.status_code == 200 and len(reply.json()["items"]) == 200
+    assert len(replies) == 4 and all(r.status_code == 200 and len(r.json()["items"]) == 256 for r, _ in replies)
     want = scorer.score([it["problem"] for it in items[:10]], [it["steps"] for it in items[:10]])
-    assert all(close(g["step_scores"], w) for g, w in zip(reply.json()["items"], want, strict=False))
-    assert box["at"] > signalled  # the reply came after the signal: it was in flight
+    assert all(close(g["step_scores"], w) for g, w in zip(replies[0][0].json()["items"], want, strict=False))
+    assert max(at for _, at in replies) > signalled  # a reply came after the signal: it was in flight
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
 
