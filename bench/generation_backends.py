@@ -39,6 +39,7 @@ from prm.records import Solution  # noqa: E402
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 MODEL = "smollm2-135m-instruct"
+LOAD_AT_START = os.getloadavg()  # what else ran on the machine: recorded with the results
 
 
 def generator_config(backend: str, batch_size: int) -> GeneratorConfig:
@@ -95,7 +96,7 @@ def save(args: argparse.Namespace, rows: list) -> None:
         write_bench_json(args.out, torch.get_num_threads(), vars(args) | {
             "model": MODEL, "config": "configs/quickstart.yaml",
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
-            "load_note": "the machine is shared by several engineers' jobs (2 cores): times are under load"}, rows)
+            "load_average_at_start": LOAD_AT_START, "load_average_now": os.getloadavg()}, rows)
 
 
 def main() -> int:
@@ -104,6 +105,7 @@ def main() -> int:
     parser.add_argument("--transformers-scales", type=int, nargs="*", default=None,
                         help="scales at which transformers runs too (default: all)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--note", default="", help="conditions to record with the results (e.g. other load)")
     args = parser.parse_args()
     problems_cfg = load_section(ProblemsConfig, "problems", QUICKSTART, [])
     per_scale = load_section(SampleConfig, "sample", QUICKSTART, [])

@@ -3,7 +3,7 @@ scorer on the same solutions, then an optional soak that samples the server's me
 
     python bench/serve_load.py --out bench/results/serve_load_smollm2.json          # SmolLM2-135M as a PRM
     python bench/serve_load.py --model tiny --requests 128 --soak 300               # tiny random qwen_prm
-    python bench/serve_load.py --model runs/quickstart/prm --concurrency 1 8
+    python bench/serve_load.py --model runs/quickstart/train/final --concurrency 1 8
 
 Models: `embedded` (SmolLM2-135M-Instruct made into our PRM with `prm.prm_model.build_prm`, random head: speed
 only), `tiny` (testkit's 2-layer qwen_prm) or a checkpoint folder. Each request carries ONE solution (problem +
@@ -14,12 +14,13 @@ and samples the server's RSS every `--sample-seconds`.
 Offline: the same solutions through `Scorer.score` in this process (what `prm score` runs: sorted by length,
 `--batch-size` a pass), on the server's device and threads. Reported: offline solutions/s; per level
 solutions/s, p50/p99 latency and the ratio to concurrency 1 (batching gain) and to offline. The server runs
-with `OMP_NUM_THREADS=--threads`; the clients are threads of this process. One table; JSON to --out.
+with `OMP_NUM_THREADS=--threads`; the clients are asyncio tasks of this process. One table; JSON to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -31,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -101,37 +101,37 @@ def start(model: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 
 
 def run_level(url: str, items: list, concurrency: int, max_requests: int, seconds: float) -> dict:
-    """`concurrency` clients, each sending one-solution requests back to back, until the budget is used."""
+    """`concurrency` clients, each sending one-solution requests back to back, until the budget is used.
+
+    The clients are asyncio tasks on one event loop (one HTTP/1.1 connection each): 64 client threads in a
+    Python process beside the server would measure the clients' GIL contention, not the server."""
+    return asyncio.run(_level(url, items, concurrency, max_requests, seconds))
+
+
+async def _level(url: str, items: list, concurrency: int, max_requests: int, seconds: float) -> dict:
     import httpx
 
     latencies: list[float] = []
     errors = 0
-    lock = threading.Lock()
     sent = 0
     stop_at = time.perf_counter() + seconds
 
-    def client(k: int) -> None:
+    async def client(http: httpx.AsyncClient) -> None:
         nonlocal sent, errors
-        with httpx.Client(timeout=300) as http:
-            while True:
-                with lock:
-                    if sent >= max_requests or time.perf_counter() > stop_at:
-                        return
-                    i = sent
-                    sent += 1
-                problem, steps = items[i % len(items)]
-                t0 = time.perf_counter()
-                reply = http.post(f"{url}/v1/score", json={"items": [{"problem": problem, "steps": steps}]})
-                dt = time.perf_counter() - t0
-                with lock:
-                    if reply.status_code == 200:
-                        latencies.append(dt)
-                    else:
-                        errors += 1
+        while sent < max_requests and time.perf_counter() <= stop_at:
+            problem, steps = items[sent % len(items)]
+            sent += 1
+            t0 = time.perf_counter()
+            reply = await http.post(f"{url}/v1/score", json={"items": [{"problem": problem, "steps": steps}]})
+            if reply.status_code == 200:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
 
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(client, range(concurrency)))
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
     wall = time.perf_counter() - start
     lat = sorted(latencies)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
@@ -181,6 +181,7 @@ def main() -> int:
     p.add_argument("--soak", type=float, default=0.0, help="seconds of soak after the levels (0: none)")
     p.add_argument("--soak-concurrency", type=int, default=8)
     p.add_argument("--sample-seconds", type=float, default=10.0)
+    p.add_argument("--note", default="", help="conditions to record with the results (e.g. other load)")
     p.add_argument("--out", default=None, help="JSON results (e.g. bench/results/serve_load.json)")
     args = p.parse_args()
 
@@ -189,6 +190,7 @@ def main() -> int:
     from prm.scoring import load_scorer
 
     torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()
     items = make_items(args.items)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         model = build_model(args.model, Path(tmp))
@@ -226,8 +228,8 @@ def main() -> int:
     result = {"model": args.model, "device": args.device, "threads": args.threads, "batch_size": args.batch_size,
               "gather": args.gather, "offline_solutions_per_s": round(offline, 2), "levels": levels,
               "soak": soaked, "server_exit_code": rc, "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
-              "note": "shared 2-core machine, other engineers' jobs running"}
+              "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
+              "load_average_at_end": os.getloadavg(), "note": args.note}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if rc == 0 and all(lv["errors"] == 0 for lv in levels) else 1

@@ -2,7 +2,8 @@
 
     prm serve --model CKPT [--format auto] --host 127.0.0.1 --port 8000
     prm serve --model Qwen/Qwen2.5-Math-PRM-7B --aggregate min --batch-size 32 --max-tokens 32768
-    PRM_API_KEY=secret prm serve --model runs/quickstart/prm --config configs/serve.yaml
+    prm serve --model runs/quickstart/train/final --backend vllm      # vLLM's pooling runner (ours, qwen_prm)
+    PRM_API_KEY=secret prm serve --model runs/quickstart/train/final --config configs/serve.yaml
 
 Any checkpoint `prm score` reads (format detected, prm.scoring.load_scorer), on CPU or GPU. Endpoints:
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
 import signal
 from dataclasses import dataclass
@@ -46,6 +46,8 @@ class ServeConfig:
     format: str = option("auto", help="auto (detected) or a format of prm.scoring.SCORERS: ours, qwen_prm, ...")
     device: str = option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     dtype: str = option("auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    backend: str = option("transformers", help="scoring backend: transformers (every format) or vllm (vLLM's "
+                                               "pooling runner: ours and qwen_prm; batches by itself)")
     host: str = option("127.0.0.1", help="address to listen on (0.0.0.0 to serve other nodes)")
     port: int = option(8000, help="TCP port")
     served_model_name: str | None = option(None, help="the name /pooling answers to (default: the model path)")
@@ -63,10 +65,12 @@ class ServeConfig:
     graceful_timeout: float | None = option(None, help="seconds SIGTERM waits for requests in flight (none: all)")
 
     def __post_init__(self) -> None:
-        from prm.scoring import SCORERS
+        from prm.scoring import BACKENDS, SCORERS
 
         if self.format != "auto" and self.format not in SCORERS:
             raise ConfigError(f"serve.format must be auto or one of {', '.join(SCORERS)}, got {self.format!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"serve.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"serve.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.aggregate not in AGGREGATES:
@@ -86,6 +90,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
+    p.add_argument("--backend", default=None, help="transformers (default) or vllm (ours and qwen_prm)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per forward pass at most")
     p.add_argument("--aggregate", default=None, help="/get_reward's reward: min, product (prod), last, ...")
@@ -97,7 +102,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
 
     cfg = load_section(ServeConfig, "serve", args.config, args.overrides)
     flags = {"model": args.model, "format": args.format, "host": args.host, "port": args.port,
-             "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+             "device": args.device, "dtype": args.dtype, "backend": args.backend, "batch_size": args.batch_size,
              "max_tokens": args.max_tokens, "aggregate": args.aggregate, "split": args.split}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if not cfg.model:
@@ -106,15 +111,10 @@ def _config(args: argparse.Namespace) -> ServeConfig:
 
 
 def load(cfg: ServeConfig) -> Any:
-    """The scorer, through the library's one loading function (its `backend`, when it has one, is the hook
-    for the vLLM scorer)."""
+    """The scorer, through the library's one loading function."""
     from prm.scoring import load_scorer
 
-    kwargs: dict[str, Any] = {}
-    backend = getattr(cfg, "backend", None)
-    if backend is not None and "backend" in inspect.signature(load_scorer).parameters:
-        kwargs["backend"] = backend
-    return load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype, **kwargs)
+    return load_scorer(cfg.model, cfg.format, cfg.device, cfg.dtype, backend=cfg.backend)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -134,7 +134,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     print(f"prm serve: {scorer.describe()} from {cfg.model} at http://{cfg.host}:{cfg.port} "
           f"(API key {'required' if key else 'off'}; reward = {cfg.aggregate} of step scores)", flush=True)
-    server.run()
+    try:
+        server.run()
+    finally:
+        # vLLM's engine runs in child processes: stop them here, while the interpreter is whole (left to
+        # exit-time teardown, a drained server was seen to abort)
+        close = getattr(scorer, "close", None)
+        if close is not None:
+            close()
     return 0 if server.started else 1
 
 

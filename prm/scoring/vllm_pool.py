@@ -69,7 +69,7 @@ class VllmPoolScorer(Scorer):
         self.engine = engine
         self.encoder = encoder
         self.format = encoder.format
-        self.step_tag_id = step_tag_id
+        self.pooled_token = step_tag_id  # the token vLLM's STEP pooler reads the head at
 
     @classmethod
     def load_vllm(cls, path: str, fmt: str, scorer_cls: type[Scorer], tokenizer: Any, device: str, dtype: str,
@@ -125,7 +125,7 @@ class VllmPoolScorer(Scorer):
             logits = o.outputs.data
             if logits.shape[0] != len(e.positions):
                 raise PrmError(f"solution {index}: vLLM pooled {logits.shape[0]} step tags for "
-                               f"{len(e.positions)} steps (step_tag_id {self.step_tag_id})")
+                               f"{len(e.positions)} steps (step_tag_id {self.pooled_token})")
             out.append(logits.float().softmax(-1)[:, 1].tolist())
         tokens = sum(len(e.input_ids) for e in encoded)
         self.stats = ScoreStats(sequences=len(encoded), tokens=tokens, padded_tokens=tokens, batches=1,
@@ -134,11 +134,14 @@ class VllmPoolScorer(Scorer):
             progress.update(len(encoded))
         return out
 
+    def step_tag_id(self) -> int | None:
+        return self.encoder.step_tag_id()
+
     def reference_scores(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         raise PrmError("reference_scores runs the transformers model; load the scorer with backend transformers")
 
     def describe(self) -> str:
-        return f"{self.format} on vLLM pooling ({self.dtype}, STEP pooling on token {self.step_tag_id})"
+        return f"{self.format} on vLLM pooling ({self.dtype}, STEP pooling on token {self.pooled_token})"
 
     def close(self) -> None:
         """Stop the engine's processes (also done at interpreter exit)."""

