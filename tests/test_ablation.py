@@ -47,6 +47,12 @@ def test_label_stats_against_the_truth():
     ("judge.simulated.accuracy_correct=1.5", "judge.simulated.accuracy_correct must be in [0, 1]"),
     ("ablation.error_rate=-0.2", "ablation.error_rate must be in [0, 1]"),
     ("mc.simulated.false_negative=2", "mc.simulated.false_negative must be in [0, 1]"),
+    ("ablation.seeds=[]", "ablation.seeds: give each seed once"),
+    ("ablation.seeds=[0,1,0]", "ablation.seeds: give each seed once"),
+    ("ablation.sweep={keys: [judge.simulated.nope], values: [0.5]}", "'judge.simulated.nope' is not a simulated"),
+    ("ablation.sweep={keys: [judge.simulated.accuracy_correct], values: [0.5, 1.5]}",
+     "judge.simulated.accuracy_correct must be in [0, 1], got 1.5"),
+    ("ablation.sweep={keys: [judge.simulated.accuracy_correct], values: []}", "both non-empty"),
 ])
 def test_bad_knobs_stop_before_any_work(tmp_path, capsys, override, message):
     run_dir = tmp_path / "run"
@@ -61,7 +67,7 @@ def test_bad_knobs_stop_before_any_work(tmp_path, capsys, override, message):
 def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "prm", "experiment", "ablation", "--config", str(ROOT / "configs/ablation_tiny.yaml"),
-           f"ablation.run_dir={run_dir}", f"train.model={tiny_model_dir}"]
+           f"ablation.run_dir={run_dir}", f"train.model={tiny_model_dir}", "ablation.seeds=null"]  # one seed: the report of one run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -82,3 +88,48 @@ def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
     assert "consensus" in (run_dir / "report" / "report.md").read_text()
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "train_consensus: done already, skipped" in again.stdout
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "prm", "experiment", "ablation", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_tiny_two_seed_ablation_pools_keeps_per_seed_reports_and_resumes(tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs/ablation_tiny.yaml"), f"ablation.run_dir={run_dir}",
+            f"train.model={tiny_model_dir}"]
+    _run(args, tmp_path)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["seeds"] == [0, 1] and set(report["stage_seconds"]) == {"seed0", "seed1"}
+    auc = report["pooled"]["consensus_minus"]["mc_only"]["step_auc"]
+    per_seed = [json.loads((run_dir / f"seed{s}" / "report" / "report.json").read_text()) for s in (0, 1)]
+    diffs = [r["consensus_minus"]["mc_only"]["step_auc"]["diff"] for r in per_seed]
+    assert auc["per_seed"] == diffs and auc["mean"] == pytest.approx(sum(diffs) / 2) and auc["seeds"] == 2
+    assert per_seed[0]["settings"]["train"]["seed"] == 0 and per_seed[1]["settings"]["train"]["seed"] == 1
+    assert per_seed[1]["settings"]["judge"]["seed"] == 1 and per_seed[1]["settings"]["ablation"]["problem_seed"] == 1
+    again = _run(args, tmp_path)  # a finished run: every stage of both seeds is skipped
+    assert "train_consensus: done already, skipped" in again.stdout and "step 1/" not in again.stdout
+
+
+@pytest.mark.slow
+def test_tiny_sweep_shares_mc_and_mc_only_per_seed(tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "run"
+    _run(["--config", str(ROOT / "configs/ablation_sweep_tiny.yaml"), f"ablation.run_dir={run_dir}",
+          f"train.model={tiny_model_dir}"], tmp_path)
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["seeds"] == [0, 1] and [row["value"] for row in report["pooled"]] == [0.6, 0.9]
+    for s in (0, 1):
+        done = sorted(p.name for p in (run_dir / f"seed{s}" / ".done").iterdir())
+        assert [d for d in done if d.startswith(("annotate_mc", "train_mc_only", "score_untrained"))] == \
+            ["annotate_mc", "score_untrained", "train_mc_only"]  # once per seed, not per value
+        assert {"train_consensus@0.6", "train_consensus@0.9", "annotate_judge@0.6", "annotate_judge@0.9"} <= set(done)
+        timings = json.loads((run_dir / f"seed{s}" / "sweep_timings.json").read_text())
+        assert "train_mc_only" in timings and "train_mc_only@0.6" not in timings
+    for row in report["pooled"]:
+        assert set(row["consensus_minus"]) >= {"mc_only", "judge_only", "mc_matched"}
+    assert (run_dir / "report" / "sweep.png").stat().st_size > 0

@@ -28,6 +28,7 @@ bootstrap intervals of the differences (the same item resamples for both arms) f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.app.pipeline import Runner, _prm, save_untrained
-from prm.app.sections import ARMS, AblationConfig
+from prm.app.sections import ARMS, NAMES, SHOWN, AblationConfig
 from prm.config import load_section
 from prm.errors import ConfigError, PrmError
 from prm.jsonl import load_records, write_atomic, write_text_atomic
@@ -44,9 +45,6 @@ from prm.records import Solution, TrainingExample
 
 # What the README's three questions compare: consensus against each of these, paired on the same items.
 COMPARISONS = ("mc_only", "mc_matched", "judge_only", "consensus_soft", "consensus_soft_mse", "untrained")
-SHOWN = ("step_auc", "f1", "acc_error", "acc_correct", "acc_error_answer_correct", "prmscore")
-NAMES = {"step_auc": "step AUC", "f1": "ProcessBench F1", "acc_error": "acc. erroneous", "acc_correct": "acc. correct",
-         "acc_error_answer_correct": "acc. erroneous, right answer", "prmscore": "PRMScore"}
 
 
 @dataclass
@@ -102,6 +100,16 @@ def matched_subset(pool: list[TrainingExample], like: list[TrainingExample], see
     return [ex for ex in pool if id(ex) in chosen]  # pool order: the trainer shuffles with its own seed
 
 
+SEED_KEYS = ("ablation.seed", "ablation.problem_seed", "mc.simulated.seed", "judge.simulated.seed", "train.seed")
+SWEEP_ARMS = ["untrained", "mc_only", "judge_only", "consensus", "mc_matched"]
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """What seed s of `ablation.seeds` sets: the one-seed run `ablation.seed=s ablation.problem_seed=s
+    mc.simulated.seed=s judge.simulated.seed=s train.seed=s` is that seed's run."""
+    return [f"{key}={seed}" for key in SEED_KEYS]
+
+
 def run_ablation(config: str, overrides: list[str]) -> Path:
     """Run (or continue) the experiment; returns the report folder."""
     from prm.app.stages import validate_sections
@@ -115,54 +123,156 @@ def run_ablation(config: str, overrides: list[str]) -> Path:
     if mc.backend != "simulated" or judge.backend != "simulated":
         raise ConfigError(f"{config}: the ablation runs on the testbed's simulated annotators: set mc.backend and "
                           "judge.backend to simulated")
-    rd = Path(ab.run_dir)
-    r = Runner(rd)
-    p = r.path
-    cfg = ["--config", config]
-    ov = [o for o in overrides if not o.startswith("ablation.")]
-    start = time.time()
+    if ab.sweep is not None:
+        _check_sweep(ab.sweep, config, overrides)
+    if ab.seeds is None and ab.sweep is None:
+        out = _run_one(config, overrides, ab)
+        print(f"[prm experiment] report: {out / 'report.md'}")
+        return out
+    from prm.app.ablation_pooled import write_pooled, write_sweep
 
+    rd = Path(ab.run_dir)
+    seeds = ab.seeds if ab.seeds is not None else [ab.seed]
+    for s in seeds:
+        ov = [o for o in overrides if not o.startswith("ablation.seeds=")] + seed_overrides(s)
+        ab_s = dataclasses.replace(ab, seed=s, problem_seed=s, seeds=None, sweep=None, run_dir=str(rd / f"seed{s}"))
+        print(f"[prm experiment] seed {s}: {ab_s.run_dir}", flush=True)
+        if ab.sweep is None:
+            _run_one(config, ov, ab_s)
+        else:
+            _run_sweep_seed(config, ov, ab_s, ab.sweep)
+    out = write_sweep(rd, ab, seeds) if ab.sweep is not None else write_pooled(rd, ab, seeds)
+    print(f"[prm experiment] pooled report: {out / 'report.md'}")
+    return out
+
+
+def _check_sweep(sweep: dict, config: str, overrides: list[str]) -> None:
+    """Every sweep key names a simulated-judge knob and every value passes that knob's own range check."""
+    from prm.data_synthesis.judge import JudgeConfig
+    from prm.data_synthesis.simulated_judge import SimulatedJudgeConfig
+
+    knobs = [f.name for f in dataclasses.fields(SimulatedJudgeConfig) if f.name != "seed"]
+    for key in sweep["keys"]:
+        if not str(key).startswith("judge.simulated.") or key.split(".", 2)[2] not in knobs:
+            raise ConfigError(f"ablation.sweep.keys: '{key}' is not a simulated-judge knob; knobs: "
+                              + ", ".join(f"judge.simulated.{k}" for k in knobs))
+    for value in sweep["values"]:
+        load_section(JudgeConfig, "judge", config, overrides + [f"{k}={value}" for k in sweep["keys"]])
+
+
+def _shared_stages(r: Runner, ab: AblationConfig, cfg: list[str], ov: list[str]) -> None:
+    p = r.path
     r.stage("problems", _prm("data", "problems", "--source", "gsm_symbolic", "-n", str(ab.problems),
                              "--seed", str(ab.problem_seed), "-o", p("problems.jsonl")))
     r.stage("testbed", _prm("data", "testbed", "-i", p("problems.jsonl"), "-o", p("testbed.jsonl"),
                             "--per-problem", str(ab.per_problem), "--error-rate", str(ab.error_rate),
                             "--flawed-correct-rate", str(ab.flawed_correct_rate), "--seed", str(ab.seed),
                             "--heldout-fraction", str(ab.heldout_fraction), "--heldout-out", p("heldout.jsonl")))
-    # The judge reads the MC output, so its correlation knob can see where MC erred.
     r.stage("annotate_mc", _prm("annotate", "mc", *cfg, "-i", p("testbed.jsonl"), "-o", p("mc.jsonl"), *ov))
-    r.stage("annotate_judge", _prm("annotate", "judge", *cfg, "-i", p("mc.jsonl"), "-o", p("judged.jsonl"), *ov))
 
-    rules = sorted({ARMS[a][0] for a in ab.arms if ARMS[a][0]} | ({"exact", "mc_only"} if "mc_matched" in ab.arms
-                                                                    else set()))
+
+def _judge_stages(r: Runner, ab: AblationConfig, cfg: list[str], ov: list[str], base: Path, arms: list[str],
+                  tag: str = "") -> None:
+    """Judge annotation, the consensus rules the arms need and the size-matched subset, under `base`."""
+    r.stage(f"annotate_judge{tag}", _prm("annotate", "judge", *cfg, "-i", r.path("mc.jsonl"),
+                                         "-o", str(base / "judged.jsonl"), *ov))
+    rules = sorted({ARMS[a][0] for a in arms if ARMS[a][0]} | ({"exact", "mc_only"} if "mc_matched" in arms
+                                                               else set()))
     for rule in rules:
-        r.stage(f"consensus_{rule}", _prm("consensus", *cfg, "-i", p("judged.jsonl"), "-o", p(f"data/{rule}.jsonl"),
-                                          "--train", p(f"data/{rule}.train.jsonl"), "--report",
-                                          p(f"data/{rule}.report"), *ov, f"consensus.rule={rule}"))
-    if "mc_matched" in ab.arms:
-        r.python_stage("mc_matched", f"mc_matched:{ab.seed}", lambda: write_atomic(p("data/mc_matched.train.jsonl"),
-                       matched_subset(load_records(p("data/mc_only.train.jsonl"), TrainingExample),
-                                      load_records(p("data/exact.train.jsonl"), TrainingExample), ab.seed)))
+        d = base / "data"
+        r.stage(f"consensus_{rule}{tag}", _prm("consensus", *cfg, "-i", str(base / "judged.jsonl"),
+                                               "-o", str(d / f"{rule}.jsonl"), "--train", str(d / f"{rule}.train.jsonl"),
+                                               "--report", str(d / f"{rule}.report"), *ov, f"consensus.rule={rule}"))
+    if "mc_matched" in arms:
+        d = base / "data"
+        r.python_stage(f"mc_matched{tag}", f"mc_matched:{ab.seed}:{d}", lambda: write_atomic(
+            d / "mc_matched.train.jsonl",
+            matched_subset(load_records(d / "mc_only.train.jsonl", TrainingExample),
+                           load_records(d / "exact.train.jsonl", TrainingExample), ab.seed)))
 
+
+def _arm_stages(r: Runner, ab: AblationConfig, config: str, ov: list[str], arm: str, base: Path,
+                tag: str = "") -> None:
+    """Train (or build, for untrained), score and evaluate one arm under `base/arms/<arm>`."""
+    cfg = ["--config", config]
+    rule, loss = ARMS[arm]
+    a = base / "arms" / arm
+    model = str(a / "train" / "final")
+    if arm == "untrained":
+        model = str(a / "model")
+        r.python_stage(f"untrained{tag}", model, lambda m=model: save_untrained(config, ov, m))
+    else:
+        data = base / "data" / ("mc_matched.train.jsonl" if arm == "mc_matched" else f"{rule}.train.jsonl")
+        r.stage(f"train_{arm}{tag}", _prm("train", *cfg, *ov, f"train.output_dir={a / 'train'}",
+                                          f"train.data.train_files=[{data}]", "train.data.val_files=[]",
+                                          "train.eval_every=0", f"train.loss={loss}", "--resume"))
+    r.stage(f"score_{arm}{tag}", _prm("score", *cfg, "--model", model, "-i", r.path("heldout.jsonl"),
+                                      "-o", str(a / "scored.jsonl"), *ov))
+    r.stage(f"eval_{arm}{tag}", _prm("eval", "steps", *cfg, "-i", str(a / "scored.jsonl"), "-o", str(a / "eval"),
+                                     "--threshold", str(ab.threshold), "--bootstrap", str(ab.bootstrap),
+                                     "--confidence", str(ab.confidence), "--seed", str(ab.seed), *ov))
+
+
+def _run_one(config: str, overrides: list[str], ab: AblationConfig) -> Path:
+    """One seed's ablation under ab.run_dir (resumable); returns its report folder."""
+    rd = Path(ab.run_dir)
+    r = Runner(rd)
+    cfg = ["--config", config]
+    ov = [o for o in overrides if not o.startswith("ablation.")]
+    start = time.time()
+    _shared_stages(r, ab, cfg, ov)
+    # The judge reads the MC output, so its correlation knob can see where MC erred.
+    _judge_stages(r, ab, cfg, ov, rd, ab.arms)
     for arm in ab.arms:
-        rule, loss = ARMS[arm]
-        model = p(f"arms/{arm}/train/final")
-        if arm == "untrained":
-            model = p("arms/untrained/model")
-            r.python_stage("untrained", model, lambda m=model: save_untrained(config, ov, m))
-        else:
-            data = p("data/mc_matched.train.jsonl" if arm == "mc_matched" else f"data/{rule}.train.jsonl")
-            r.stage(f"train_{arm}", _prm("train", *cfg, *ov, f"train.output_dir={p(f'arms/{arm}/train')}",
-                                         f"train.data.train_files=[{data}]", "train.data.val_files=[]",
-                                         "train.eval_every=0", f"train.loss={loss}", "--resume"))
-        r.stage(f"score_{arm}", _prm("score", *cfg, "--model", model, "-i", p("heldout.jsonl"),
-                                     "-o", p(f"arms/{arm}/scored.jsonl"), *ov))
-        r.stage(f"eval_{arm}", _prm("eval", "steps", *cfg, "-i", p(f"arms/{arm}/scored.jsonl"),
-                                    "-o", p(f"arms/{arm}/eval"), "--threshold", str(ab.threshold),
-                                    "--bootstrap", str(ab.bootstrap), "--confidence", str(ab.confidence),
-                                    "--seed", str(ab.seed), *ov))
-    out = write_report(rd, ab, config, overrides, time.time() - start, r.timings)
-    print(f"[prm experiment] report: {out / 'report.md'}")
-    return out
+        _arm_stages(r, ab, config, ov, arm, rd)
+    return write_report(rd, ab, config, overrides, time.time() - start, r.timings)
+
+
+def _run_sweep_seed(config: str, overrides: list[str], ab: AblationConfig, sweep: dict) -> None:
+    """One seed of the judge-accuracy sweep: problems, testbed and MC annotation once (MC does not read the
+    judge), untrained and mc_only trained and scored once; judge annotation and the judge-dependent arms
+    (judge_only, consensus, mc_matched) once per value under RUN_DIR/seed<s>/judge<v>/, whose arms/untrained,
+    arms/mc_only, testbed.jsonl and heldout.jsonl link to the shared ones so each value gets a full report."""
+    rd = Path(ab.run_dir)
+    r = Runner(rd)
+    cfg = ["--config", config]
+    ov = [o for o in overrides if not o.startswith("ablation.")]
+    start = time.time()
+    _shared_stages(r, ab, cfg, ov)
+    values = sweep["values"]
+    first = rd / f"judge{values[0]}"
+    for value in values:
+        vd = rd / f"judge{value}"
+        vov = ov + [f"{k}={value}" for k in sweep["keys"]]
+        _judge_stages(r, ab, cfg, vov, vd, ["consensus", "judge_only", "mc_matched"], tag=f"@{value}")
+    # mc_only's data: rule mc_only reads only the MC labels, so the first value's file serves the one training.
+    shared_data = rd / "data" / "mc_only.train.jsonl"
+    if not shared_data.is_symlink():
+        shared_data.parent.mkdir(parents=True, exist_ok=True)
+        shared_data.symlink_to(Path("..") / first.name / "data" / "mc_only.train.jsonl")
+    for arm in ("untrained", "mc_only"):
+        _arm_stages(r, ab, config, ov, arm, rd)
+    for value in values:
+        vd = rd / f"judge{value}"
+        vov = ov + [f"{k}={value}" for k in sweep["keys"]]
+        for arm in ("judge_only", "consensus", "mc_matched"):
+            _arm_stages(r, ab, config, vov, arm, vd, tag=f"@{value}")
+        (vd / "arms").mkdir(parents=True, exist_ok=True)
+        for name, target in (("testbed.jsonl", "../testbed.jsonl"), ("heldout.jsonl", "../heldout.jsonl"),
+                             ("arms/untrained", "../../arms/untrained"), ("arms/mc_only", "../../arms/mc_only")):
+            if not (vd / name).is_symlink():
+                (vd / name).symlink_to(target)
+        ab_v = dataclasses.replace(ab, run_dir=str(vd), arms=SWEEP_ARMS)
+        write_report(vd, ab_v, config, vov, time.time() - start, {k: v for k, v in r.timings.items()})
+    write_text_atomic(rd / "sweep_timings.json", json.dumps(_add_timings(rd / "sweep_timings.json", r.timings),
+                                                            indent=2) + "\n")
+
+
+def _add_timings(path: Path, timings: dict[str, float]) -> dict[str, float]:
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    total = {k: round(previous.get(k, 0.0) + v, 1) for k, v in timings.items()}
+    total.update({k: v for k, v in previous.items() if k not in total})
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------------

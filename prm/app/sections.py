@@ -57,6 +57,11 @@ ARMS: dict[str, tuple[str, str]] = {
     "untrained": ("", ""),
 }
 
+# The held-out metrics the ablation reports show, and their names.
+SHOWN = ("step_auc", "f1", "acc_error", "acc_correct", "acc_error_answer_correct", "prmscore")
+NAMES = {"step_auc": "step AUC", "f1": "ProcessBench F1", "acc_error": "acc. erroneous", "acc_correct": "acc. correct",
+         "acc_error_answer_correct": "acc. erroneous, right answer", "prmscore": "PRMScore"}
+
 
 @dataclass
 class AblationConfig:
@@ -75,8 +80,26 @@ class AblationConfig:
     bootstrap: int = option(1000, help="bootstrap resamples of the held-out items for every interval")
     confidence: float = option(0.95, help="interval level")
     threshold: float = option(0.5, help="a step is predicted wrong below this score (fixed: no tuning on held-out)")
+    seeds: list[int] | None = option(
+        None, help="run every seed of the list (each sets ablation.seed, ablation.problem_seed, mc.simulated.seed, "
+                   "judge.simulated.seed and train.seed to itself) under RUN_DIR/seed<s>/ and pool them; "
+                   "None: one run with ablation.seed")
+    sweep: dict | None = option(
+        None, help="judge-accuracy sweep: {keys: [judge.simulated.<knob>, ...], values: [v, ...]}: each value sets "
+                   "every named knob; arms mc_only, judge_only, consensus, mc_matched, untrained")
 
     def __post_init__(self) -> None:
+        if self.seeds is not None:
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"ablation.seeds: give each seed once, at least one; got {self.seeds}")
+            if self.seed != 0 and self.seed not in self.seeds:
+                raise ConfigError("ablation.seed and ablation.seeds both given: give one (seeds sets seed per run)")
+        if self.sweep is not None:
+            if set(self.sweep) != {"keys", "values"} or not self.sweep["keys"] or not self.sweep["values"]:
+                raise ConfigError("ablation.sweep must be {keys: [judge.simulated.<knob>, ...], values: [v, ...]}, "
+                                  f"both non-empty; got {self.sweep}")
+            if len(set(self.sweep["values"])) != len(self.sweep["values"]):
+                raise ConfigError(f"ablation.sweep.values: give each value once; got {self.sweep['values']}")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise ConfigError(f"ablation.arms: unknown arm '{unknown[0]}'; arms: {', '.join(ARMS)}")
