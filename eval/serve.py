@@ -139,9 +139,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         # vLLM's engine runs in child processes: stop them here, while the interpreter is whole (left to
         # exit-time teardown, a drained server was seen to abort)
-        close = getattr(scorer, "close", None)
-        if close is not None:
-            close()
+        scorer.close()
     return 0 if server.started else 1
 
 

@@ -48,8 +48,8 @@ def start_server(model: str, *overrides: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(proc: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 120
+def wait_ready(proc: subprocess.Popen, url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"prm serve exited {proc.returncode}:\n{proc.stdout.read()}")
@@ -60,7 +60,7 @@ def wait_ready(proc: subprocess.Popen, url: str) -> None:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError("prm serve did not answer /health in 120 s")
+    raise AssertionError(f"prm serve did not answer /health in {seconds:g} s")
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -292,17 +292,8 @@ def test_serve_on_the_vllm_scorer_equals_offline(tmp_path, tokenizer):
     proc, url = start_server(path, "backend=vllm", "batch_size=4")
     offline = load_scorer(path, device="cpu", dtype="fp32")
     try:
-        deadline = time.monotonic() + 300
-        while True:  # engine start-up: longer than wait_ready's bound on a loaded machine
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                health = httpx.get(f"{url}/health", timeout=1)
-                if health.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prm serve --backend vllm did not start in 300 s"
-            time.sleep(0.5)
+        wait_ready(proc, url, seconds=300)  # engine start-up: longer than the default bound on a loaded machine
+        health = httpx.get(f"{url}/health", timeout=5)
         assert "vLLM pooling" in health.json()["scorer"]
         want = offline.score(PROBLEMS, STEPS)
         reply = post(url, "/v1/score", {"items": [{"problem": p, "steps": s} for p, s in zip(PROBLEMS, STEPS,
