@@ -86,6 +86,9 @@ def test_tiny_ablation_runs_every_arm_and_resumes(tmp_path, tiny_model_dir):
     assert report["annotators"]["judge"]["accuracy_on_correct"] is not None
     assert (run_dir / "report" / "ablation.png").stat().st_size > 1000
     assert "consensus" in (run_dir / "report" / "report.md").read_text()
+    for arm in list(arms)[1:]:  # each trained arm keeps the model it was scored with, not its resume checkpoints
+        assert (run_dir / "arms" / arm / "train" / "final" / "config.json").is_file()
+        assert not (run_dir / "arms" / arm / "train" / "checkpoints").exists()
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "train_consensus: done already, skipped" in again.stdout
 

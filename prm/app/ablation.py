@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,8 @@ def _arm_stages(r: Runner, ab: AblationConfig, config: str, ov: list[str], arm: 
         r.stage(f"train_{arm}{tag}", _prm("train", *cfg, *ov, f"train.output_dir={a / 'train'}",
                                           f"train.data.train_files=[{data}]", "train.data.val_files=[]",
                                           "train.eval_every=0", f"train.loss={loss}", "--resume"))
+        if not ab.keep_checkpoints:  # the stage finished, so nothing resumes from them; final/ is what is scored
+            shutil.rmtree(a / "train" / "checkpoints", ignore_errors=True)
     r.stage(f"score_{arm}{tag}", _prm("score", *cfg, "--model", model, "-i", r.path("heldout.jsonl"),
                                       "-o", str(a / "scored.jsonl"), *ov))
     r.stage(f"eval_{arm}{tag}", _prm("eval", "steps", *cfg, "-i", str(a / "scored.jsonl"), "-o", str(a / "eval"),
@@ -213,18 +216,26 @@ def _arm_stages(r: Runner, ab: AblationConfig, config: str, ov: list[str], arm: 
                                      "--confidence", str(ab.confidence), "--seed", str(ab.seed), *ov))
 
 
+def _seed_runner(config: str, overrides: list[str], ab: AblationConfig) -> tuple[Path, Runner, list[str], list[str]]:
+    """One seed's run folder, its stage runner, the --config arguments and the overrides passed on to the stages
+    (the ablation.* keys are the experiment's own, not the stages')."""
+    rd = Path(ab.run_dir)
+    return rd, Runner(rd), ["--config", config], [o for o in overrides if not o.startswith("ablation.")]
+
+
 def _run_one(config: str, overrides: list[str], ab: AblationConfig) -> Path:
     """One seed's ablation under ab.run_dir (resumable); returns its report folder."""
-    rd = Path(ab.run_dir)
-    r = Runner(rd)
-    cfg = ["--config", config]
-    ov = [o for o in overrides if not o.startswith("ablation.")]
+    rd, r, cfg, ov = _seed_runner(config, overrides, ab)
     start = time.time()
-    _shared_stages(r, ab, cfg, ov)
-    # The judge reads the MC output, so its correlation knob can see where MC erred.
-    _judge_stages(r, ab, cfg, ov, rd, ab.arms)
-    for arm in ab.arms:
-        _arm_stages(r, ab, config, ov, arm, rd)
+    try:
+        _shared_stages(r, ab, cfg, ov)
+        # The judge reads the MC output, so its correlation knob can see where MC erred.
+        _judge_stages(r, ab, cfg, ov, rd, ab.arms)
+        for arm in ab.arms:
+            _arm_stages(r, ab, config, ov, arm, rd)
+    except BaseException:  # a stage failed or the run was stopped: its stage times still count in the total
+        _save_timings(rd / "report" / "timings.json", r.timings)
+        raise
     return write_report(rd, ab, config, overrides, time.time() - start, r.timings)
 
 
@@ -233,10 +244,15 @@ def _run_sweep_seed(config: str, overrides: list[str], ab: AblationConfig, sweep
     judge), untrained and mc_only trained and scored once; judge annotation and the judge-dependent arms
     (judge_only, consensus, mc_matched) once per value under RUN_DIR/seed<s>/judge<v>/, whose arms/untrained,
     arms/mc_only, testbed.jsonl and heldout.jsonl link to the shared ones so each value gets a full report."""
-    rd = Path(ab.run_dir)
-    r = Runner(rd)
-    cfg = ["--config", config]
-    ov = [o for o in overrides if not o.startswith("ablation.")]
+    rd, r, cfg, ov = _seed_runner(config, overrides, ab)
+    try:
+        _sweep_seed_stages(config, ab, sweep, rd, r, cfg, ov)
+    finally:  # also when a stage fails or the run is stopped: the stage times of every run add up
+        _save_timings(rd / "sweep_timings.json", r.timings)
+
+
+def _sweep_seed_stages(config: str, ab: AblationConfig, sweep: dict, rd: Path, r: Runner, cfg: list[str],
+                       ov: list[str]) -> None:
     start = time.time()
     _shared_stages(r, ab, cfg, ov)
     values = sweep["values"]
@@ -264,14 +280,15 @@ def _run_sweep_seed(config: str, overrides: list[str], ab: AblationConfig, sweep
                 (vd / name).symlink_to(target)
         ab_v = dataclasses.replace(ab, run_dir=str(vd), arms=SWEEP_ARMS)
         write_report(vd, ab_v, config, vov, time.time() - start, {k: v for k, v in r.timings.items()})
-    write_text_atomic(rd / "sweep_timings.json", json.dumps(_add_timings(rd / "sweep_timings.json", r.timings),
-                                                            indent=2) + "\n")
 
 
-def _add_timings(path: Path, timings: dict[str, float]) -> dict[str, float]:
+def _save_timings(path: Path, timings: dict[str, float]) -> dict[str, float]:
+    """Add this run's stage seconds to those of earlier (resumed) runs in `path`; returns the sums."""
     previous = json.loads(path.read_text()) if path.exists() else {}
     total = {k: round(previous.get(k, 0.0) + v, 1) for k, v in timings.items()}
     total.update({k: v for k, v in previous.items() if k not in total})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(total, indent=2) + "\n")
     return total
 
 
@@ -341,12 +358,8 @@ def write_report(rd: Path, ab: AblationConfig, config: str, overrides: list[str]
     }
     out = rd / "report"
     out.mkdir(parents=True, exist_ok=True)
-    _timings_file = rd / "report" / "timings.json"  # wall time across resumed runs, added up
-    previous = json.loads(_timings_file.read_text()) if _timings_file.exists() else {}
-    total = {k: previous.get(k, 0.0) + v for k, v in report["stage_seconds"].items()}
-    total.update({k: v for k, v in previous.items() if k not in total})
-    write_text_atomic(_timings_file, json.dumps(total, indent=2) + "\n")
-    report["stage_seconds_all_runs"] = total
+    # wall time across resumed runs, added up
+    report["stage_seconds_all_runs"] = _save_timings(rd / "report" / "timings.json", report["stage_seconds"])
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.md", report_markdown(report))
     _chart(report, out / "ablation.png")

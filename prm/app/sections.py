@@ -84,6 +84,10 @@ class AblationConfig:
         None, help="run every seed of the list (each sets ablation.seed, ablation.problem_seed, mc.simulated.seed, "
                    "judge.simulated.seed and train.seed to itself) under RUN_DIR/seed<s>/ and pool them; "
                    "None: one run with ablation.seed")
+    keep_checkpoints: bool = option(
+        False, help="keep each arm's DeepSpeed resume checkpoints once its training has finished (about 1.3 GB an arm "
+                    "for SmolLM2-135M; a sweep has 30 arms); by default only train/final, which the arm is scored "
+                    "with, is kept")
     sweep: dict | None = option(
         None, help="judge-accuracy sweep: {keys: [judge.simulated.<knob>, ...], values: [v, ...]}: each value sets "
                    "every named knob; arms mc_only, judge_only, consensus, mc_matched, untrained")
