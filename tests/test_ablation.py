@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prm.app.ablation import label_stats, matched_subset
+from prm.app.ablation import _save_timings, label_stats, matched_subset
 from prm.app.cli import main
 from prm.records import TrainingExample
 
@@ -31,6 +31,14 @@ def test_matched_subset_has_the_size_and_error_share_of_the_other_arm():
     assert [e.id for e in sub] != [e.id for e in matched_subset(pool, like, seed=1)]
     with pytest.raises(Exception, match="mc_matched"):
         matched_subset(pool[:5], like, seed=0)
+
+
+def test_stage_times_of_resumed_runs_add_up(tmp_path):
+    path = tmp_path / "report" / "timings.json"
+    _save_timings(path, {"train_a": 10.0, "score_a": 2.0})  # the run that stopped during train_b
+    total = _save_timings(path, {"train_b": 5.0, "score_a": 1.0})  # the resumed run
+    assert total == {"train_a": 10.0, "score_a": 3.0, "train_b": 5.0}
+    assert json.loads(path.read_text()) == total
 
 
 def test_label_stats_against_the_truth():
