@@ -85,6 +85,8 @@ def run_backend(backend: str, problems_file: Path, solutions_file: Path | None, 
     start = time.perf_counter()
     report = run_judge(judge_cfg, generator=gen)
     row("judge", time.perf_counter() - start, int(report["tokens"]), int(report["written"]))
+    if backend == "vllm":
+        gen.close()  # type: ignore[attr-defined]  # the next scale builds another engine in this process
     del gen
     return rows, sampled
 

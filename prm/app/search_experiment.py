@@ -100,10 +100,12 @@ def run_search_experiment(config: str, overrides: list[str]) -> Path:
                 built = build(base, problems, problems_path)
             if hasattr(built[1], "cache"):
                 built[1].cache.clear()  # each run pays for its own PRM tokens
+            print(f"[prm experiment] search {m} N={n}: {len(problems)} problems -> {out}", flush=True)
             start = time.perf_counter()
             run_search(cfg, built=built)
             seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - start, 3)
             timing_path.write_text(json.dumps(seconds, indent=1))
+            print(f"[prm experiment] search {m} N={n}: finished in {time.perf_counter() - start:.0f} s", flush=True)
     rows = _rows(exp, base, problems, rd, seconds)
     from prm.app.search_report import write_report
 

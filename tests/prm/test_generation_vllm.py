@@ -50,6 +50,8 @@ def vllm_gen(tmp_path_factory):
     try:
         gen = VLLMGenerator(folder, dtype="fp32", max_model_len=1024, kv_cache_gib=1)
         yield gen
+        gen.close()  # the engine stops here, not at interpreter exit
+        assert gen.engine is None
     finally:
         for k, v in saved.items():
             if v is None:
