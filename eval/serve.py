@@ -53,6 +53,8 @@ class ServeConfig:
     served_model_name: str | None = option(None, help="the name /pooling answers to (default: the model path)")
     batch_size: int = option(16, help="solutions per forward pass at most")
     max_tokens: int = option(16384, help="padded tokens per forward pass at most (a longer solution runs alone)")
+    max_padding: float | None = option(0.1, help="a forward pass's pad positions at most this share of its real "
+                                                 "tokens (longer rounds split by length; null: no limit)")
     gather: int = option(64, help="solutions taken from the queue per batching round (whole requests)")
     split: str = option("auto", help="how a `response` splits into steps: auto, blank_line, newline, step_prefix")
     aggregate: str = option("min", help="/get_reward's reward from step scores: min, product (prod), last, ...")
@@ -81,6 +83,8 @@ class ServeConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"serve.{name} must be at least 1, got {value}")
+        if self.max_padding is not None and self.max_padding < 0:
+            raise ConfigError(f"serve.max_padding must be at least 0 (or null: no limit), got {self.max_padding}")
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:

@@ -127,7 +127,7 @@ def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202
-        batcher = Batcher(scorer, cfg.batch_size, cfg.max_tokens, cfg.gather)
+        batcher = Batcher(scorer, cfg.batch_size, cfg.max_tokens, cfg.gather, cfg.max_padding)
         batcher.start()
         state["batcher"] = batcher
         yield
@@ -200,6 +200,7 @@ def create_app(scorer: Any, cfg: Any, api_key: str | None = None) -> Any:
                 "in_flight_requests": state["in_flight"], "queued_solutions": batcher.queued(), "aggregate": how, "split": cfg.split,
                 "batching": {"rounds": batcher.stats.rounds, "solutions": batcher.stats.solutions,
                              "forward_passes": batcher.stats.forward_passes,
+                             "tokens": batcher.stats.tokens, "padded_tokens": batcher.stats.padded_tokens,
                              "largest_round": batcher.stats.largest_round}}
 
     @app.post("/v1/score", response_model=ScoreReply, response_model_exclude_none=True)

@@ -2,8 +2,9 @@
 
 Requests put their encoded solutions on a queue and await a future. One worker task takes whole requests in
 arrival order until it holds `gather` solutions (at least one request), and runs them through the library's
-batching engine (`Scorer.score_encoded`: sorted by length, cut at `batch_size` sequences and `max_tokens` padded
-tokens a forward pass) on a single model thread, so the event loop keeps answering while the model runs.
+batching engine (`Scorer.score_encoded`: sorted by length, cut at `batch_size` sequences, `max_tokens` padded
+tokens and a `max_padding` share of pad positions a forward pass) on a single model thread, so the event loop
+keeps answering while the model runs.
 Nothing waits for a batch to fill: what arrives while the model is busy is batched in the next round, so one
 client alone is never delayed and many clients share forward passes.
 
@@ -20,7 +21,7 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from prm.scoring import Encoded, Scorer
+from prm.scoring import Encoded, Scorer, ScoreStats
 
 
 @dataclass
@@ -35,6 +36,8 @@ class BatchStats:
     rounds: int = 0
     solutions: int = 0
     forward_passes: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
     largest_round: int = 0
     recent: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=100))
 
@@ -42,10 +45,12 @@ class BatchStats:
 class Batcher:
     """Queue + one worker: `await batcher.score(encoded)` returns the step scores of those solutions."""
 
-    def __init__(self, scorer: Scorer, batch_size: int, max_tokens: int | None, gather: int):
+    def __init__(self, scorer: Scorer, batch_size: int, max_tokens: int | None, gather: int,
+                 max_padding: float | None = None):
         self.scorer = scorer
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.max_padding = max_padding
         self.gather = max(gather, batch_size)
         self.stats = BatchStats()
         self._queue: collections.deque[Job] = collections.deque()
@@ -102,7 +107,7 @@ class Batcher:
                     continue
                 flat = [e for j in jobs for e in j.encoded]
                 try:
-                    scores, passes = await loop.run_in_executor(self._model_thread, self._forward, flat)
+                    scores, done = await loop.run_in_executor(self._model_thread, self._forward, flat)
                 except Exception as exc:  # a failed round fails its requests, not the server
                     for j in jobs:
                         if not j.future.done():
@@ -110,7 +115,9 @@ class Batcher:
                     continue
                 self.stats.rounds += 1
                 self.stats.solutions += len(flat)
-                self.stats.forward_passes += passes
+                self.stats.forward_passes += done.batches
+                self.stats.tokens += done.tokens
+                self.stats.padded_tokens += done.padded_tokens
                 self.stats.largest_round = max(self.stats.largest_round, len(flat))
                 self.stats.recent.append(len(flat))
                 start = 0
@@ -119,6 +126,6 @@ class Batcher:
                         j.future.set_result(scores[start:start + len(j.encoded)])
                     start += len(j.encoded)
 
-    def _forward(self, flat: list[Encoded]) -> tuple[list[list[float]], int]:
-        scores = self.scorer.score_encoded(flat, self.batch_size, self.max_tokens)
-        return scores, self.scorer.stats.batches
+    def _forward(self, flat: list[Encoded]) -> tuple[list[list[float]], ScoreStats]:
+        scores = self.scorer.score_encoded(flat, self.batch_size, self.max_tokens, max_padding=self.max_padding)
+        return scores, self.scorer.stats

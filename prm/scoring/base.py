@@ -41,25 +41,37 @@ class ScoreStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None,
+                 max_padding: float | None = None) -> list[list[int]]:
     """Indices grouped into batches, longest first, so sequences of similar length share a batch.
 
     A batch holds at most `batch_size` sequences and, when `max_tokens` is set, at most `max_tokens`
-    padded tokens (a single longer sequence still gets a batch of its own).
+    padded tokens (a single longer sequence still gets a batch of its own). When `max_padding` is set, a
+    batch also ends before a sequence that would make its pad positions more than that share of its real
+    tokens (0.1: at most 10% extra work). Why: a forward pass costs its padded tokens, so a batch of mixed
+    lengths can cost more than running them apart; on a CPU, where one solution already fills the matrix
+    units, batching gains ~10% at best and padding erases it (bench/serve_load.py, README "prm serve").
     """
     if batch_size < 1:
         raise PrmError(f"batch size must be at least 1, got {batch_size}")
+    if max_padding is not None and max_padding < 0:
+        raise PrmError(f"max_padding must be at least 0, got {max_padding}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for i in order:
-        full = len(current) >= batch_size or (
-            max_tokens is not None and current and lengths[current[0]] * (len(current) + 1) > max_tokens
+        padded = lengths[current[0]] * (len(current) + 1) if current else 0
+        full = bool(current) and (
+            len(current) >= batch_size
+            or (max_tokens is not None and padded > max_tokens)
+            or (max_padding is not None and padded > (1 + max_padding) * (real + lengths[i]))
         )
         if full:
             batches.append(current)
-            current = []
+            current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches
@@ -239,14 +251,15 @@ class Scorer:
         return ids.to(self.device), mask.to(self.device)
 
     def score_encoded(self, encoded: list[Encoded], batch_size: int = 8, max_tokens: int | None = None,
-                      progress: Any = None) -> list[list[float]]:
-        """Scores for already encoded solutions; `progress` (a tqdm bar) is advanced per solution."""
+                      progress: Any = None, max_padding: float | None = None) -> list[list[float]]:
+        """Scores for already encoded solutions, batched by `plan_batches`; `progress` (a tqdm bar) is advanced
+        per solution."""
         import torch
 
         out: list[list[float]] = [[] for _ in encoded]
         stats = ScoreStats(sequences=len(encoded))
         with torch.inference_mode():
-            for batch in plan_batches([len(e.input_ids) for e in encoded], batch_size, max_tokens):
+            for batch in plan_batches([len(e.input_ids) for e in encoded], batch_size, max_tokens, max_padding):
                 items = [encoded[i] for i in batch]
                 ids, mask = self.pad_batch(items)
                 hidden = self.hidden_states(ids, mask)

@@ -112,8 +112,9 @@ class VllmPoolScorer(Scorer):
         return self.encoder.encode_many(problems, steps)
 
     def score_encoded(self, encoded: list[Encoded], batch_size: int = 8, max_tokens: int | None = None,
-                      progress: Any = None) -> list[list[float]]:
-        """One `LLM.encode` call over all solutions (vLLM batches them); batch_size/max_tokens do not apply."""
+                      progress: Any = None, max_padding: float | None = None) -> list[list[float]]:
+        """One `LLM.encode` call over all solutions (vLLM batches them, unpadded); the batching arguments do not
+        apply."""
         too_long = next((i for i, e in enumerate(encoded) if len(e.input_ids) > self.max_positions), None)
         if too_long is not None:
             raise PrmError(f"solution {too_long}: {len(encoded[too_long].input_ids)} tokens, more than the "

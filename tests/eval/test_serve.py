@@ -127,6 +127,9 @@ def test_concurrent_requests_batched_equal_offline(qwen):
     rounds = after["rounds"] - before["rounds"]
     assert after["solutions"] - before["solutions"] == 32
     assert rounds < 32, "concurrent requests were never scored together"
+    # the default max_padding (0.1) holds every forward pass's pad positions to 10% of its real tokens
+    padded, real = (after[k] - before[k] for k in ("padded_tokens", "tokens"))
+    assert real > 0 and padded <= 1.1 * real
 
 
 def test_get_reward_openrlhf_shape(qwen):

@@ -147,6 +147,19 @@ def test_plan_batches_sorts_and_caps():
         plan_batches(lengths, batch_size=0)
 
 
+def test_plan_batches_padding_cap():
+    lengths = [100, 98, 97, 60, 59, 30, 100, 20]
+    batches = plan_batches(lengths, batch_size=8, max_padding=0.05)
+    # longest first; a batch ends where the next one would push its pad positions over 5% of its real tokens
+    assert batches == [[0, 6, 1, 2], [3, 4], [5], [7]]
+    for b in batches:
+        assert lengths[b[0]] * len(b) <= 1.05 * sum(lengths[i] for i in b)
+    assert plan_batches(lengths, batch_size=8, max_padding=0.0) == [[0, 6], [1], [2], [3], [4], [5], [7]]
+    assert plan_batches(lengths, batch_size=8) == [sorted(range(8), key=lambda i: (-lengths[i], i))]
+    with pytest.raises(PrmError, match="max_padding"):
+        plan_batches(lengths, batch_size=8, max_padding=-0.1)
+
+
 def test_undetectable_checkpoint_and_bad_format(tmp_path, checkpoints):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
     with pytest.raises(PrmError, match="cannot tell"):
