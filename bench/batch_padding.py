@@ -4,10 +4,12 @@ as equal-length batches (the most batching can give, with no padding at all).
 
     python bench/batch_padding.py --out bench/results/batch_padding.json           # SmolLM2-135M as our PRM
     python bench/batch_padding.py --model tiny --items 256                          # tiny random qwen_prm
+    python bench/batch_padding.py --device cuda --items 256                         # where batching should pay
 
 The solutions are bench/serve_load.py's (one problem + 2-8 arithmetic steps each); every method scores all of
 them through `Scorer.score_encoded` (already tokenized: tokenizing is not what is compared), one torch thread by
-default, wall clock, after a warm-up. "rounds of R" cuts the solutions in arrival order into groups of R and
+default, wall clock (a score call ends by copying the scores to the CPU, so CUDA work is finished), after a
+warm-up. "rounds of R" cuts the solutions in arrival order into groups of R and
 scores each group on its own, as `prm serve` does with R concurrent one-solution requests. Reported per method:
 solutions/s, forward passes, pad share (padded tokens over real tokens), and the ratio to one at a time. One
 table; JSON to --out.
@@ -36,7 +38,8 @@ def main() -> int:
     p.add_argument("--items", type=int, default=48, help="solutions each method scores")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass at most (as prm serve)")
     p.add_argument("--max-padding", type=float, default=0.1, help="the cap the capped methods use")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -46,7 +49,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="batch-padding-") as tmp:
-        scorer = load_scorer(build_model(args.model, Path(tmp)), device="cpu", dtype="fp32")
+        scorer = load_scorer(build_model(args.model, Path(tmp)), device=args.device, dtype="auto")
     items = make_items(args.items)
     encoded = scorer.encode_all([q for q, _ in items], [s for _, s in items])
     lengths = sorted(len(e.input_ids) for e in encoded)
@@ -95,7 +98,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['method']:34s} {r['solutions_per_s']:8.3f} {r['forward_passes']:7d} {r['pad_share']:9.3f} "
               f"{r['vs_one_at_a_time']:15.2f}")
-    result = {"model": args.model, "threads": args.threads, "batch_size": bs, "max_padding": cap,
+    result = {"model": args.model, "device": args.device, "dtype": scorer.describe(), "threads": args.threads, "batch_size": bs, "max_padding": cap,
               "lengths": {"min": lengths[0], "median": len(median.input_ids), "max": lengths[-1]}, "rows": rows,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_average": os.getloadavg()}
