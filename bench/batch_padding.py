@@ -98,7 +98,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['method']:34s} {r['solutions_per_s']:8.3f} {r['forward_passes']:7d} {r['pad_share']:9.3f} "
               f"{r['vs_one_at_a_time']:15.2f}")
-    result = {"model": args.model, "device": args.device, "dtype": scorer.describe(), "threads": args.threads, "batch_size": bs, "max_padding": cap,
+    result = {"model": args.model, "device": args.device, "scorer": scorer.describe(), "threads": args.threads, "batch_size": bs, "max_padding": cap,
               "lengths": {"min": lengths[0], "median": len(median.input_ids), "max": lengths[-1]}, "rows": rows,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_average": os.getloadavg()}
