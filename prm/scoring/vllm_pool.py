@@ -136,7 +136,9 @@ class VllmPoolScorer(Scorer):
         return out
 
     def step_tag_id(self) -> int | None:
-        return self.encoder.step_tag_id()
+        # The token vLLM pools at, found from the checkpoint's config at load: the encoder has no model whose
+        # config a transformers scorer would read it from.
+        return self.pooled_token
 
     def reference_scores(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         raise PrmError("reference_scores runs the transformers model; load the scorer with backend transformers")

