@@ -19,6 +19,12 @@ _REPO = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): at most 2 workers. Each may run a vLLM engine, a two-process DeepSpeed job
+    or a two-node local Slurm; the suite is timed and checked at 2 (CI's 2 cores)."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded model's real tokenizer (converted once into the cache on first use)."""

@@ -45,7 +45,7 @@ def test_cli_and_config_get_ignore_the_folder_modules(shadow_dir, user_env):
     bad = _prm("config", "get", TINY, "train.max_stepz", cwd=shadow_dir, env=user_env)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "max_stepz" in _no_shadow(bad)
     # The case: the same command under torchrun (whose launcher puts the folder on sys.path too).
-    torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "prm",
+    torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "prm",
                                "config", "get", TINY, "train.deepspeed"], cwd=shadow_dir, env=user_env,
                               capture_output=True, text=True, timeout=120)
     assert torchrun.returncode == 0 and "zero2" in _no_shadow(torchrun)
@@ -70,7 +70,7 @@ def test_torchrun_train_from_the_folder(shadow_dir, user_env, tiny_model_dir):
     write_atomic(data, toy_examples(16, 0))
     out = shadow_dir / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "prm", "train",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "prm", "train",
          "--config", str(REPO / "configs" / "train_tiny.yaml"), f"model={tiny_model_dir}", f"output_dir={out}",
          f"data.train_files=[{data}]", "data.val_files=[]", "max_steps=2", "save_every=0", "eval_every=0",
          "log_every=1", "precision=fp32", "report_to=none"],
