@@ -5,6 +5,7 @@ as equal-length batches (the most batching can give, with no padding at all).
     python bench/batch_padding.py --out bench/results/batch_padding.json           # SmolLM2-135M as our PRM
     python bench/batch_padding.py --model tiny --items 256                          # tiny random qwen_prm
     python bench/batch_padding.py --device cuda --items 256                         # where batching should pay
+    python bench/batch_padding.py --device cuda --model random:qwen2.5-math-7b --items 256   # a 7B PRM's shape
     python bench/batch_padding.py --dtype bf16                                      # the CPU's bf16 units
 
 The solutions are bench/serve_load.py's (one problem + 2-8 arithmetic steps each); every method scores all of
@@ -35,7 +36,8 @@ from serve_load import build_model, make_items  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded", help="embedded, tiny or a checkpoint folder")
+    p.add_argument("--model", default="embedded", help="embedded, tiny, random:SHAPE (bench/random_prm.py) or a "
+                                                       "checkpoint folder")
     p.add_argument("--items", type=int, default=48, help="solutions each method scores")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass at most (as prm serve)")
     p.add_argument("--max-padding", type=float, default=0.1, help="the cap the capped methods use")
@@ -51,7 +53,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="batch-padding-") as tmp:
-        scorer = load_scorer(build_model(args.model, Path(tmp)), device=args.device, dtype=args.dtype)
+        scorer = load_scorer(build_model(args.model, Path(tmp), args.device), device=args.device, dtype=args.dtype)
     items = make_items(args.items)
     encoded = scorer.encode_all([q for q, _ in items], [s for _, s in items])
     lengths = sorted(len(e.input_ids) for e in encoded)

