@@ -77,7 +77,9 @@ def run_train(name: str, work: Path, overrides: list[str], resume: bool = False,
     cmd = [sys.executable, "-m", "prm", "train", "--config", str(REPO / "configs" / "train_tiny.yaml"),
            f"output_dir={out}", *overrides] + (["--resume"] if resume else [])
     t0 = time.time()
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    # cwd: not the checkout's root, where `python -m prm` would import the checkout's prm/ (without the stage
+    # packages an install maps into it) ahead of the installed shape on PYTHONPATH (the GPU machine's link tree).
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=work)
     wall = time.time() - t0
     if res.returncode != expect:
         sys.stderr.write(res.stdout[-3000:] + res.stderr[-5000:])
@@ -115,7 +117,7 @@ def score(work: Path, final: str, data: Path, cuda: bool) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "prm", "score", "--model", final, "-i", str(inp), "-o", str(out),
            "--device", "cuda" if cuda else "cpu", "--no-resume"]
     t0 = time.time()
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=work)  # cwd: as run_train's
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-2000:] + res.stderr[-4000:])
         raise SystemExit(f"gpu_check: prm score: exit {res.returncode}")

@@ -94,7 +94,8 @@ def start(model: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "prm", "serve", "--model", model, "--host", "127.0.0.1",
                              "--port", str(port), "--device", args.device, "--dtype", args.dtype,
                              "--backend", args.backend, "--batch-size", str(args.batch_size),
-                             f"gather={args.gather}", f"max_padding={args.max_padding}"], env=env)
+                             f"gather={args.gather}", f"max_padding={args.max_padding}"], env=env,
+                            cwd=tempfile.gettempdir())  # not the checkout's root: see bench/gpu_check.py run_train
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
