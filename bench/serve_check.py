@@ -33,7 +33,7 @@ def main() -> int:
     model = f"random:{args.shape or ('tiny' if args.cpu else 'qwen2.5-math-7b')}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    items, requests, seconds = ("16", "64", "10") if args.cpu else ("256", "1024", "20")
+    items, requests, seconds = ("16", "64", "10") if args.cpu else ("256", "1024", "15")
     runs = {
         "batch_padding": [sys.executable, str(BENCH / "batch_padding.py"), "--device", device, "--model", model,
                           "--items", items, "--out", str(out / "batch_padding.json")],
