@@ -9,8 +9,8 @@ scorer on the same solutions, then an optional soak that samples the server's me
 
 Models: `embedded` (SmolLM2-135M-Instruct made into our PRM with `prm.prm_model.build_prm`, random head: speed
 only), `tiny` (testkit's 2-layer qwen_prm), `random:SHAPE` (random weights at a released model's shape, e.g.
-`random:qwen2.5-math-7b`: bench/random_prm.py, for a machine without the weights) or a checkpoint folder. Each request carries ONE solution (problem +
-2-8 arithmetic steps), as an RL trainer's reward calls do. Bounded: each concurrency level sends at most
+`random:qwen2.5-math-7b`: bench/random_prm.py, for a machine without the weights) or a checkpoint folder.
+Each request carries ONE solution (problem + 2-8 arithmetic steps), as an RL trainer's reward calls do. Bounded: each concurrency level sends at most
 `--requests` requests and stops after `--level-seconds`; the soak runs `--soak` seconds at `--soak-concurrency`
 and samples the server's RSS every `--sample-seconds`.
 
@@ -228,6 +228,8 @@ def main() -> int:
         offline = n / (time.perf_counter() - t0)
         scorer.close()
         del scorer
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the server loads its own copy of the weights
         proc, url = start(model, args)
         try:
             run_level(url, items, 4, 16, 30)  # warm-up

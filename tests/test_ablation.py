@@ -136,13 +136,13 @@ def test_tiny_sweep_shares_mc_and_mc_only_per_seed(tmp_path, tiny_model_dir):
           f"train.model={tiny_model_dir}", "ablation.seeds=[3]"], tmp_path)
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["seeds"] == [3] and [row["value"] for row in report["pooled"]] == [0.6, 0.9]
-    for s in (3,):
-        done = sorted(p.name for p in (run_dir / f"seed{s}" / ".done").iterdir())
-        assert [d for d in done if d.startswith(("annotate_mc", "train_mc_only", "score_untrained"))] == \
-            ["annotate_mc", "score_untrained", "train_mc_only"]  # once per seed, not per value
-        assert {"train_consensus@0.6", "train_consensus@0.9", "annotate_judge@0.6", "annotate_judge@0.9"} <= set(done)
-        timings = json.loads((run_dir / f"seed{s}" / "sweep_timings.json").read_text())
-        assert "train_mc_only" in timings and "train_mc_only@0.6" not in timings
+    seed = run_dir / "seed3"
+    done = sorted(p.name for p in (seed / ".done").iterdir())
+    assert [d for d in done if d.startswith(("annotate_mc", "train_mc_only", "score_untrained"))] == \
+        ["annotate_mc", "score_untrained", "train_mc_only"]  # once per seed, not per value
+    assert {"train_consensus@0.6", "train_consensus@0.9", "annotate_judge@0.6", "annotate_judge@0.9"} <= set(done)
+    timings = json.loads((seed / "sweep_timings.json").read_text())
+    assert "train_mc_only" in timings and "train_mc_only@0.6" not in timings
     for row in report["pooled"]:
         assert set(row["consensus_minus"]) >= {"mc_only", "judge_only", "mc_matched"}
     assert (run_dir / "report" / "sweep.png").stat().st_size > 0
