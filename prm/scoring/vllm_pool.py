@@ -82,7 +82,9 @@ class VllmPoolScorer(Scorer):
             raise unsupported(path, fmt)
         dtype_name = vllm_dtype(dtype, device)
         encoder = scorer_cls.encoder(path, tokenizer)
-        tag = encoder.tag_id if fmt == "qwen_prm" else _marker_id(encoder, config)
+        tag = encoder.step_tag_id()
+        if config.get("step_marker_id", tag) != tag:
+            raise PrmError(f"config step_marker_id {config['step_marker_id']} != the tokenizer's marker id {tag}")
         try:
             from vllm import LLM
             from vllm.config import PoolerConfig
@@ -136,9 +138,7 @@ class VllmPoolScorer(Scorer):
         return out
 
     def step_tag_id(self) -> int | None:
-        # The token vLLM pools at, found from the checkpoint's config at load: the encoder has no model whose
-        # config a transformers scorer would read it from.
-        return self.pooled_token
+        return self.pooled_token  # the encoder's, asked once at load
 
     def reference_scores(self, problems: list[str], steps: list[list[str]]) -> list[list[float]]:
         raise PrmError("reference_scores runs the transformers model; load the scorer with backend transformers")
@@ -150,13 +150,3 @@ class VllmPoolScorer(Scorer):
         """Stop the engine's processes now (see `shutdown_engine`)."""
         engine, self.engine = self.engine, None
         shutdown_engine(engine)
-
-
-def _marker_id(encoder: Scorer, config: dict[str, Any]) -> int:
-    from prm.prm_model import marker_id
-    from prm.steps import STEP_MARKER
-
-    mid = marker_id(encoder.tokenizer, config.get("step_marker") or STEP_MARKER)
-    if config.get("step_marker_id", mid) != mid:
-        raise PrmError(f"config step_marker_id {config['step_marker_id']} != the tokenizer's marker id {mid}")
-    return mid
